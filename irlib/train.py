@@ -1,0 +1,236 @@
+"""One small trainer every paper notebook reuses.
+
+* ``batches(step) -> dict`` supplies data; with :class:`irlib.data.PatchBatches` a batch is a pure
+  function of (seed, step), so a resumed run sees exactly the batches an uninterrupted run would.
+* ``loss_terms``: ``{name: (weight, fn)}`` with ``fn(out, batch, model) -> scalar``. A term object
+  may define ``after_step(model, step)`` (SPN's history models do) and ``state_dict``/``load_state_dict``
+  (saved in checkpoints).
+* AMP (``amp="bf16"|"fp16"|None``), gradient clipping, EMA of weights, atomic checkpoints every
+  ``ckpt_every`` steps with resume, tqdm progress, non-finite-loss detection and a per-step pandas log.
+* Under ``torchrun`` (``WORLD_SIZE>1``) the model is wrapped in DDP and every rank draws its own batches.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+LossFn = Callable[[torch.Tensor, dict, torch.nn.Module], torch.Tensor]
+
+
+class TrainingCollapsed(RuntimeError):
+    """The loss became NaN/inf; ``step`` and ``terms`` say where and which term."""
+
+    def __init__(self, step: int, terms: dict[str, float]):
+        self.step, self.terms = step, terms
+        super().__init__(f"training collapsed at step {step}: loss terms {terms}. Lower the learning rate or the "
+                         f"weight of the term that diverged.")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file then rename, so a crash never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class EMA:
+    """Exponential moving average of a model's parameters and buffers (``decay`` per step)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - self.decay)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.model.load_state_dict(sd)
+
+
+def _dist_info() -> tuple[int, int]:
+    ws = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), ws
+
+
+@dataclass
+class Trainer:
+    model: torch.nn.Module
+    batches: Callable[[int], dict]
+    loss_terms: dict[str, tuple[float, LossFn]]
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = None
+    amp: str | None = None
+    ema_decay: float | None = None
+    device: str = "cpu"
+    ckpt_dir: str | Path | None = None
+    ckpt_every: int = 0
+    forward: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None
+    on_collapse: str = "raise"  # or "stop": return the log with collapsed=True
+    progress: bool = True
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
+    step: int = field(default=0, init=False)
+    collapsed: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.rank, self.world = _dist_info()
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and self.device.startswith("cuda") else "gloo"
+            torch.distributed.init_process_group(backend)
+        self.model.to(self.device)
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+            if hasattr(self.batches, "rank"):
+                self.batches.rank = self.rank
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        self.sched = self.scheduler(self.opt) if self.scheduler else None
+        self.ema = EMA(self.model, self.ema_decay) if self.ema_decay else None
+        self.scaler = torch.amp.GradScaler(enabled=(self.amp == "fp16"))
+        self.log: list[dict] = []
+        if self.ckpt_dir and (Path(self.ckpt_dir) / "last.pt").is_file():
+            self.load(Path(self.ckpt_dir) / "last.pt")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        terms = {k: fn.state_dict() for k, (_, fn) in self.loss_terms.items() if hasattr(fn, "state_dict")}
+        return {"step": self.step, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict() if self.sched else None,
+                "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "terms": terms, "log": self.log, "torch_rng": torch.get_rng_state()}
+
+    def load(self, path: str | Path) -> None:
+        sd = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(sd["model"])
+        self.opt.load_state_dict(sd["opt"])
+        if self.sched and sd.get("sched"):
+            self.sched.load_state_dict(sd["sched"])
+        self.scaler.load_state_dict(sd["scaler"])
+        if self.ema and sd.get("ema"):
+            self.ema.load_state_dict(sd["ema"])
+        for k, tsd in sd.get("terms", {}).items():
+            self.loss_terms[k][1].load_state_dict(tsd)
+        self.step, self.log = sd["step"], sd["log"]
+        torch.set_rng_state(sd["torch_rng"])
+
+    def save(self) -> None:
+        if self.ckpt_dir and self.rank == 0:
+            atomic_save(self.state_dict(), Path(self.ckpt_dir) / "last.pt")
+
+    # ------------------------------------------------------------------ loop
+    def _to(self, batch: dict) -> dict:
+        return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        self.net.train()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "", None)
+        dev_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        with torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None):
+            out = self.forward(self.net, batch) if self.forward else self.net(batch["lq"])
+            values = {k: fn(out.float(), batch, self.model) for k, (_, fn) in self.loss_terms.items()}
+            total = sum(w * values[k] for k, (w, _) in self.loss_terms.items())
+        terms = {k: float(v.detach()) for k, v in values.items()}
+        terms["loss"] = float(total.detach())
+        if not all(math.isfinite(v) for v in terms.values()):
+            raise TrainingCollapsed(self.step, terms)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.grad_clip:
+            self.scaler.unscale_(self.opt)
+            terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        if self.sched:
+            self.sched.step()
+        return terms
+
+    def fit(self, max_steps: int, stop_after: int | None = None) -> pd.DataFrame:
+        """Train until ``max_steps`` total steps (resuming from the checkpoint if there is one).
+
+        ``stop_after`` ends this call early after that many steps (used to test resume).
+        """
+        done_here = 0
+        bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress or self.rank != 0,
+                   desc="train", leave=False)
+        while self.step < max_steps:
+            batch = self._to(self.batches(self.step))
+            try:
+                terms = self.train_step(batch)
+            except TrainingCollapsed as e:
+                if self.on_collapse == "stop":
+                    self.collapsed = True
+                    self.log.append({"step": self.step, **e.terms, "collapsed": True})
+                    break
+                raise
+            self.step += 1
+            done_here += 1
+            for _, fn in self.loss_terms.values():
+                if hasattr(fn, "after_step"):
+                    fn.after_step(self.model, self.step)
+            if self.ema:
+                self.ema.update(self.model)
+            self.log.append({"step": self.step, **terms})
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['loss']:.4f}")
+            if self.ckpt_every and self.step % self.ckpt_every == 0:
+                self.save()
+            if stop_after is not None and done_here >= stop_after:
+                break
+        bar.close()
+        return pd.DataFrame(self.log)
+
+    def eval_model(self) -> torch.nn.Module:
+        """The EMA model when EMA is on, else the trained model (in eval mode)."""
+        return (self.ema.model if self.ema else self.model).eval()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, pairs, *, forward: Callable | None = None, device: str = "cpu",
+             metric_kw: dict | None = None, pad_to: int = 1) -> pd.DataFrame:
+    """Per-image PSNR/SSIM of ``model`` on ``[(lq, gt), ...]`` (3xHxW tensors) as a DataFrame.
+
+    ``pad_to`` reflect-pads inputs to a multiple of it (U-Nets need /8) and crops the output back.
+    """
+    from .metrics import measure
+
+    model.eval().to(device)
+    rows = []
+    for k, (lq, gt) in enumerate(pairs):
+        x = lq[None].to(device)
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % pad_to, (-w) % pad_to
+        if ph or pw:
+            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
+        y = forward(model, {"lq": x, "index": k}) if forward else model(x)
+        y = y[..., : gt.shape[-2], : gt.shape[-1]].clamp(0, 1).float().cpu()
+        m = measure(y, gt[None], **(metric_kw or {}))
+        rows.append({"image": k, "PSNR": float(m["PSNR"][0]), "SSIM": float(m["SSIM"][0])})
+    return pd.DataFrame(rows)

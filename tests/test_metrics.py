@@ -1,0 +1,57 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from irlib.data import sample_images
+from irlib.metrics import psnr, rgb_to_y, ssim
+
+
+@pytest.fixture(scope="module")
+def pair():
+    gt = sample_images(64)["skimage:astronaut"]
+    g = torch.Generator().manual_seed(0)
+    return (gt + 0.05 * torch.randn(gt.shape, generator=g)).clamp(0, 1), gt
+
+
+def test_rgb_matches_scikit_image(pair):
+    pred, gt = pair
+    a, b = pred.permute(1, 2, 0).double().numpy(), gt.permute(1, 2, 0).double().numpy()
+    assert float(psnr(pred, gt)) == pytest.approx(peak_signal_noise_ratio(b, a, data_range=1.0), abs=1e-4)
+    ref = structural_similarity(a * 255, b * 255, channel_axis=2, gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False, data_range=255)
+    assert float(ssim(pred, gt)) == pytest.approx(ref, abs=1e-5)
+
+
+def test_y_channel_matches_hand_computed_matlab_value():
+    # two flat colours: Y = 16 + 65.481 R + 128.553 G + 24.966 B (MATLAB rgb2ycbcr), so MSE = dY^2
+    a = torch.tensor([0.2, 0.4, 0.6]).view(3, 1, 1).expand(3, 16, 16)
+    b = torch.tensor([0.25, 0.35, 0.7]).view(3, 1, 1).expand(3, 16, 16)
+    ya = 16 + 65.481 * 0.2 + 128.553 * 0.4 + 24.966 * 0.6
+    yb = 16 + 65.481 * 0.25 + 128.553 * 0.35 + 24.966 * 0.7
+    want = 10 * math.log10(255 ** 2 / (ya - yb) ** 2)
+    assert float(psnr(b, a, channel="y")) == pytest.approx(want, abs=1e-4)
+    assert float(rgb_to_y(torch.ones(1, 3, 1, 1))) == pytest.approx(235.0, abs=1e-3)
+    assert float(rgb_to_y(torch.zeros(1, 3, 1, 1))) == pytest.approx(16.0)
+
+
+def test_crop_quantize_and_batching(pair):
+    pred, gt = pair
+    batch = psnr(torch.stack([pred, gt * 0.9]), torch.stack([gt, gt]), crop_border=4)
+    assert batch.shape == (2,)
+    assert float(batch[0]) == pytest.approx(float(psnr(pred[:, 4:-4, 4:-4], gt[:, 4:-4, 4:-4])), abs=1e-5)
+    q = psnr(pred, gt, quantize=True)
+    manual = psnr((pred * 255).round() / 255, (gt * 255).round() / 255)
+    assert float(q) == pytest.approx(float(manual), abs=1e-5)
+
+
+def test_bad_inputs_raise(pair):
+    pred, gt = pair
+    with pytest.raises(ValueError, match="differ in shape"):
+        psnr(pred[:, :32], gt)
+    with pytest.raises(ValueError, match="smaller than"):
+        ssim(pred[:, :8, :8], gt[:, :8, :8])
+    with pytest.raises(ValueError, match="crop_border"):
+        psnr(pred, gt, crop_border=40)

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from irlib.diffloss import ADM_256_UNCOND, ADMUNet
+from irlib.models.cnn import EDSR, FFANet, NAFNet, count_params
+from irlib.models.restormer import TINY, Restormer
+from irlib.textprompt import TextPromptIR
+
+
+@pytest.mark.parametrize("make,count", [
+    (lambda: Restormer(), 26_126_644),            # Restormer paper / official model
+    (lambda: EDSR(2), 1_369_859),                  # EDSR baseline x2 (1.37M)
+    (lambda: EDSR(4), 1_517_571),                  # EDSR baseline x4 (1.52M)
+    (lambda: FFANet(), 4_455_913),                 # FFA-Net (4.456M)
+])
+def test_parameter_counts_match_the_originals(make, count):
+    assert count_params(make()) == count
+
+
+def test_nafnet_gopro_width32_is_17_11M():
+    assert round(count_params(NAFNet()) / 1e6, 2) == 17.11
+
+
+def test_adm_256_uncond_has_552_81M_parameters_and_guided_diffusion_keys():
+    with torch.device("meta"):
+        m = ADMUNet(ADM_256_UNCOND)
+    assert round(count_params(m) / 1e6, 2) == 552.81  # the DiffLoss paper's figure
+    sd = m.state_dict()
+    for k in ("time_embed.0.weight", "input_blocks.0.0.weight", "input_blocks.1.0.in_layers.2.weight",
+              "input_blocks.3.0.in_layers.0.weight", "middle_block.1.qkv.weight", "output_blocks.17.0.skip_connection.weight",
+              "out.2.weight"):
+        assert k in sd, k
+    assert tuple(sd["middle_block.1.qkv.weight"].shape) == (3072, 1024, 1)
+    assert tuple(sd["out.2.weight"].shape) == (6, 256, 3, 3)
+
+
+def test_restormer_shapes_and_bad_size():
+    m = Restormer(**TINY)
+    assert m(torch.rand(2, 3, 32, 40)).shape == (2, 3, 32, 40)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        m(torch.rand(1, 3, 30, 32))
+
+
+def test_textpromptir_uses_text_and_checks_it():
+    torch.manual_seed(0)
+    m = TextPromptIR(text_dim=12, **TINY)
+    x = torch.rand(2, 3, 16, 16)
+    z1, z2 = torch.randn(2, 12), torch.randn(2, 12)
+    y1, y2 = m(x, text=z1), m(x, text=z2)
+    assert not torch.allclose(y1, y2)  # the guidance changes the output
+    y1.mean().backward()
+    assert m.enc1[0].mod1.w1.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs text"):
+        m(x)
+    with pytest.raises(ValueError, match="text guidance must be"):
+        m(x, text=torch.randn(2, 5))
+    plain = TextPromptIR(use_text=False, **TINY)
+    assert count_params(plain) == count_params(Restormer(**TINY))

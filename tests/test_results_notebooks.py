@@ -1,0 +1,96 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from irlib.reproduce import sync_notebooks
+from irlib.results import Results, compare, paired_bootstrap, reference
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_reference_tables_are_packaged():
+    ref = reference()
+    assert len(ref) == 269 + 282 + 75 + 370
+    row = ref[(ref.paper == "spn") & (ref.table == "Table 1") & (ref.method == "EDSR-light+SPN") & (ref.setting == "x4")
+              & (ref.dataset == "Set14") & (ref.metric == "PSNR")]
+    assert row.value.tolist() == ["28.63"]
+
+
+def test_compare_joins_on_paper_dataset(tmp_path):
+    r = Results("spn", "smoke", "random", tmp_path)
+    r.add("Table 1", "EDSR-light+SPN", "PSNR", 20.0, setting="x4", dataset="offline-photos", paper_dataset="Set14")
+    out = compare(r.frame())
+    assert float(out.paper_value[0]) == 28.63 and float(out.delta[0]) == pytest.approx(20.0 - 28.63)
+    assert r.save().is_file()
+
+
+def test_paired_bootstrap_matches_theory():
+    rng = np.random.default_rng(0)
+    a = rng.normal(30, 1, 400)
+    b = a + 0.05 + rng.normal(0, 0.1, 400)
+    d, lo, hi = paired_bootstrap(a, b)
+    se = np.std(b - a) / np.sqrt(400)
+    assert d == pytest.approx(np.mean(b - a))
+    assert lo == pytest.approx(d - 1.96 * se, abs=0.003) and hi == pytest.approx(d + 1.96 * se, abs=0.003)
+    with pytest.raises(ValueError):
+        paired_bootstrap([1, 2], [1])
+
+
+def test_notebooks_in_sync_and_have_parameters():
+    assert sync_notebooks(check=True) == []
+    import nbformat
+
+    for nb in (REPO / "notebooks").glob("*.ipynb"):
+        cells = nbformat.read(nb, as_version=4).cells
+        params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1, nb.name
+        for name in ("profile", "device", "data_root", "seed", "out_dir"):
+            assert f"{name} =" in params[0].source, (nb.name, name)
+
+
+@pytest.mark.notebooks
+def test_smoke_reproduction_of_all_notebooks(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "irlib.cli", "reproduce", "--profile", "smoke", "--jobs", "2",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=3000, cwd=REPO)
+    status = pd.read_csv(tmp_path / "smoke" / "status.csv")
+    assert r.returncode == 0, status.to_string() + r.stderr[-3000:]
+    assert set(status.notebook) >= {"spn", "textpromptir", "diffloss", "dinoir"} and (status.status == "ok").all()
+    rows = pd.read_parquet(tmp_path / "smoke" / "results.parquet")
+    assert set(rows.paper) == {"spn", "textpromptir", "diffloss", "dinoir"}
+    assert (rows.profile == "smoke").all()
+    assert rows.value.notna().sum() > 100
+    report = (tmp_path / "smoke" / "report.md").read_text()
+    assert "SMOKE PROFILE" in report and "NOT comparable" in report
+    assert "paper_value" in report and (tmp_path / "smoke" / "report.html").is_file()
+    assert (tmp_path / "smoke" / "spn" / "spn.ipynb").is_file()  # executed notebook kept
+
+
+def test_failing_notebook_is_recorded_and_others_continue(tmp_path, monkeypatch):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    import nbformat
+
+    def nb(code):
+        n = nbformat.v4.new_notebook()
+        p = nbformat.v4.new_code_cell('profile = "smoke"\ndevice = "cpu"\ndata_root = "d"\nseed = 0\nout_dir = "o"')
+        p.metadata["tags"] = ["parameters"]
+        n.cells = [p, nbformat.v4.new_code_cell(code)]
+        n.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        return n
+
+    nbformat.write(nb("raise RuntimeError('boom')"), nbdir / "a_fail.ipynb")
+    nbformat.write(nb("from irlib.results import Results\nr = Results('spn', profile, 'random', out_dir)\n"
+                      "r.add('Table 8', 'EDSR-light', 'PSNR', 1.0, setting='lambda=0', paper_dataset='Set14')\nr.save()"),
+                   nbdir / "b_ok.ipynb")
+    monkeypatch.setenv("IRLIB_NOTEBOOKS", str(nbdir))
+    from irlib.reproduce import reproduce
+
+    st = reproduce("smoke", tmp_path / "out", jobs=2)
+    assert dict(zip(st.notebook, st.status)) == {"a_fail": "failed", "b_ok": "ok"}
+    assert "boom" in st.error[0] or st.error[0]
+    rows = pd.read_csv(tmp_path / "out" / "smoke" / "results.csv")
+    assert len(rows) == 1
