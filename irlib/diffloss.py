@@ -258,10 +258,13 @@ class DiffLoss(nn.Module):
     ``reduction='mse'`` uses the mean squared difference for the "‖·‖₂" terms (as the L2 pixel loss);
     ``'norm'`` uses the Euclidean norm per sample, averaged over the batch.
     Images in [0,1] are mapped to [-1,1] and resized to ``size`` (the UNet's training resolution).
+    Cost controls: ``autocast=True`` runs the UNet in bf16, ``channels_last=True`` uses NHWC memory, and
+    ``ADMUNet(checkpoint=True)`` recomputes UNet activations in the backward pass to save memory.
     """
 
     def __init__(self, unet: ADMUNet, lam: float = 0.01, target: str = "eps", size: int | None = None,
-                 T: int = 1000, reduction: str = "mse", detach_restored: bool = False, autocast: bool = False):
+                 T: int = 1000, reduction: str = "mse", detach_restored: bool = False, autocast: bool = False,
+                 channels_last: bool = False):
         super().__init__()
         if target not in ("eps", "x0", "xprev"):
             raise ValueError("target must be eps, x0 or xprev")
@@ -269,7 +272,9 @@ class DiffLoss(nn.Module):
         self.lam, self.target, self.reduction = lam, target, reduction
         self.size = size or unet.cfg.image_size
         self.sched = DDPMSchedule(T)
-        self.detach_restored, self.autocast = detach_restored, autocast
+        self.detach_restored, self.autocast, self.channels_last = detach_restored, autocast, channels_last
+        if channels_last:
+            unet.to(memory_format=torch.channels_last)
         self.gen = torch.Generator()
         self.last: dict[str, float] = {}
 
@@ -293,6 +298,8 @@ class DiffLoss(nn.Module):
         if eps is None:
             eps = torch.randn(x0.shape, generator=self.gen).to(out.device, x0.dtype)
         xt, zt = self.sched.q_sample(x0, t, eps), self.sched.q_sample(z0, t, eps)   # same t, same noise
+        if self.channels_last:
+            xt, zt = xt.contiguous(memory_format=torch.channels_last), zt.contiguous(memory_format=torch.channels_last)
         dev = "cuda" if out.is_cuda else "cpu"
         with torch.no_grad(), torch.autocast(dev, torch.bfloat16, enabled=self.autocast):
             e_clr, h_clr = unet(xt, t, return_h=True)

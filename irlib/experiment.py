@@ -8,7 +8,8 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from .data import PairedFolder, PatchBatches, make_test_pairs, split_samples
+from .data import DatasetError, PairedFolder, PairedPatches, PatchBatches, load_image, make_test_pairs, split_samples
+from .data.datasets import IMAGE_SUFFIXES
 from .train import Trainer, evaluate, seed_everything
 
 
@@ -47,10 +48,79 @@ def offline_split(p: Profile) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     return split_samples(p.image_size or 256, n_test=3)
 
 
-def real_pairs(data_root: str | Path, dataset: str, lq: str, gt: str, scale: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+# Benchmarks by the name the papers print: (manifest folder under data_root, sub-folder(s), lq->gt stem rule).
+CLEAN_SETS = {
+    "CBSD68": ("cbsd68", "CBSD68-dataset-master/CBSD68/original_png"), "BSD68": ("cbsd68", "CBSD68-dataset-master/CBSD68/original_png"),
+    "Urban100": ("sr_benchmark", "benchmark/Urban100/HR"), "Set14": ("sr_benchmark", "benchmark/Set14/HR"),
+    "B100": ("sr_benchmark", "benchmark/B100/HR"), "Manga109": ("manga109", "Manga109/HR"), "BSD400": ("bsd400", "BSD400"),
+    "WED": ("wed", "pristine_images"), "DIV2K": ("div2k", "DIV2K_train_HR"),
+}
+PAIRED_SETS = {
+    "Rain100L": ("rain100l", "test/rainy", "test/norain", None), "Rain100L-train": ("rain100l", "train/rainy", "train/norain", None),
+    "Rain100H": ("rain100h", "test/rainy", "test/norain", None),
+    "SOTS-indoor": ("reside_sots", "indoor/hazy", "indoor/gt", lambda s: s.split("_")[0]),
+    "SOTS": ("reside_sots", "outdoor/hazy", "outdoor/gt", lambda s: s.split("_")[0]),
+    "ITS": ("reside_its", "hazy", "clear", lambda s: s.split("_")[0]),
+    "Dense-Haze": ("dense_haze", "hazy", "GT", lambda s: s.replace("_hazy", "_GT")),
+    "LOL": ("lol", "eval15/low", "eval15/high", None), "LOL-train": ("lol", "our485/low", "our485/high", None),
+}
+
+
+def clean_images(data_root: str | Path, name: str, limit: int | None = None) -> list[torch.Tensor]:
+    """Clean images of a benchmark folder (for synthetic noise/blur/SR pairs)."""
+    if name not in CLEAN_SETS:
+        raise DatasetError(f"no clean-image loader for {name!r}; known: {sorted(CLEAN_SETS)}")
+    man, sub = CLEAN_SETS[name]
+    folder = Path(data_root) / man / sub
+    if not folder.is_dir():
+        raise DatasetError(f"{name}: folder {folder} is missing; run `irlib data fetch {man}` (see data_manifests/{man}.yaml)")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise DatasetError(f"{name}: no images in {folder}")
+    return [load_image(f) for f in files]
+
+
+def eval_pairs(p: Profile, name: str, task: str, data_root: str | Path, offline: Sequence[torch.Tensor]) -> list:
+    """Test pairs for the paper's test set ``name``: the offline photos in smoke; in full, the benchmark's
+    real pairs, or its clean images degraded by ``task`` with a fixed seed (noise, blur, SR)."""
+    if p.name == "smoke":
+        return make_test_pairs(offline, task)
+    if name in PAIRED_SETS:
+        man, lq, gt, rule = PAIRED_SETS[name]
+        return real_pairs(data_root, man, lq, gt, match=rule)
+    imgs = clean_images(data_root, name)
+    if task.startswith("srx"):
+        s = int(task[3:])
+        imgs = [x[:, : x.shape[1] // s * s, : x.shape[2] // s * s] for x in imgs]
+    return make_test_pairs(imgs, task)
+
+
+def train_data(p: Profile, name: str, data_root: str | Path, offline: Sequence[torch.Tensor], task: str = ""):
+    """Training source: clean images (degraded on the fly) or, for real paired sets, a :class:`PairedPatches`."""
+    if p.name == "smoke":
+        return list(offline)
+    if name in PAIRED_SETS:
+        man, lq, gt, rule = PAIRED_SETS[name]
+        return PairedPatches(real_pairs(data_root, man, lq, gt, match=rule), p.patch, p.batch, task=task)
+    return clean_images(data_root, name)
+
+
+def real_pairs(data_root: str | Path, dataset: str, lq: str, gt: str, scale: int = 1, match=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(lq, gt) pairs of a fetched benchmark (full profile); raises a clear DatasetError when absent."""
-    ds = PairedFolder(Path(data_root) / dataset / lq, Path(data_root) / dataset / gt, scale=scale)
+    ds = PairedFolder(Path(data_root) / dataset / lq, Path(data_root) / dataset / gt, scale=scale, match=match)
     return [(it["lq"], it["gt"]) for it in (ds[i] for i in range(len(ds)))]
+
+
+_CKPT = {"root": None, "count": 0}
+
+
+def enable_checkpoints(root: str | Path | None, enabled: bool = True) -> None:
+    """Give every later :func:`train_eval` call its own resumable checkpoint folder ``root/run-NNN``.
+
+    Runs are numbered in call order, which is fixed for a notebook, so re-executing a notebook after a crash
+    skips the finished runs (their final checkpoint is loaded) and resumes the interrupted one."""
+    _CKPT["root"] = Path(root) if (root and enabled) else None
+    _CKPT["count"] = 0
 
 
 def train_eval(model: torch.nn.Module, terms: dict, train_imgs: Sequence[torch.Tensor], tasks: Sequence[str],
@@ -61,7 +131,14 @@ def train_eval(model: torch.nn.Module, terms: dict, train_imgs: Sequence[torch.T
     """Train ``model`` with ``terms`` on patches of ``train_imgs`` degraded by ``tasks``, then evaluate on
     ``test_pairs``. Returns per-image metrics (with a ``collapsed`` flag) and the trainer."""
     seed_everything(seed)
-    batches = PatchBatches(train_imgs, p.patch, p.batch, tuple(tasks), seed=seed)
+    if ckpt_dir is None and _CKPT["root"] is not None:
+        ckpt_dir = _CKPT["root"] / f"run-{_CKPT['count']:03d}-{type(model).__name__}"
+        _CKPT["count"] += 1
+    if isinstance(train_imgs, PairedPatches):
+        batches = train_imgs
+        batches.seed = seed
+    else:
+        batches = PatchBatches(list(train_imgs), p.patch, p.batch, tuple(tasks), seed=seed)
     tr = Trainer(model, batches, terms, lr=lr or p.lr, device=device, forward=forward, on_collapse="stop",
                  progress=False, ckpt_dir=ckpt_dir, ckpt_every=max(1, (steps or p.steps) // 4) if ckpt_dir else 0,
                  grad_clip=1.0)
@@ -70,6 +147,24 @@ def train_eval(model: torch.nn.Module, terms: dict, train_imgs: Sequence[torch.T
                   metric_kw=metric_kw)
     df["collapsed"] = tr.collapsed
     return df, tr
+
+
+class skip_missing:
+    """Context manager: a missing dataset skips one table section (recorded as a row with no value and the
+    reason in ``notes``) instead of failing the whole notebook."""
+
+    def __init__(self, results, table: str, method: str = "", metric: str = "PSNR"):
+        self.results, self.table, self.method, self.metric = results, table, method, metric
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if kind is not None and issubclass(kind, DatasetError):
+            print(f"[skipped {self.table}] {err}")
+            self.results.add(self.table, self.method, self.metric, None, notes=f"skipped: {err}")
+            return True
+        return False
 
 
 def test_set(imgs: Sequence[torch.Tensor], task: str, seed: int = 1234):

@@ -41,7 +41,7 @@ def sync_notebooks(check: bool = False) -> list[str]:
     return stale
 
 
-def _run_one(nb: Path, out_root: Path, params: dict, timeout: int) -> dict:
+def _run_one(nb: Path, out_root: Path, params: dict, timeout: int, threads: int = 0) -> dict:
     out_dir = out_root / nb.stem
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.csv").unlink(missing_ok=True)
@@ -50,7 +50,11 @@ def _run_one(nb: Path, out_root: Path, params: dict, timeout: int) -> dict:
     for k, v in {**params, "out_dir": str(out_dir)}.items():
         cmd += ["-p", k, str(v)]
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if threads:  # parallel notebooks share the cores instead of oversubscribing them
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.setdefault("MPLBACKEND", "Agg")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     status = "ok" if proc.returncode == 0 and (out_dir / "results.csv").is_file() else "failed"
     err = "" if status == "ok" else (proc.stderr.strip().splitlines() or ["no results.csv written"])[-1][:300]
     (out_dir / "papermill.log").write_text(proc.stdout + proc.stderr)
@@ -75,7 +79,8 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: list[st
     from tqdm.auto import tqdm
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-        futs = [ex.submit(_run_one, nb, out_root, params, timeout) for nb in nbs]
+        threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if jobs > 1 else 0
+        futs = [ex.submit(_run_one, nb, out_root, params, timeout, threads) for nb in nbs]
         status = [f.result() for f in tqdm(futs, desc="notebooks")]
     status_df = pd.DataFrame(status)
     write_report(out_root, status_df, profile)
@@ -110,6 +115,9 @@ def write_report(out_root: Path, status: pd.DataFrame, profile: str) -> Path:
     if not cmp.empty:
         for paper, g in cmp.groupby("paper"):
             md += [f"## {paper}", "", _table(g[cols]), ""]
+    fig_name = _figure(cmp, out_root, smoke)
+    if fig_name:
+        md += [f"![reproduced vs paper]({fig_name})", ""]
     (out_root / "report.md").write_text("\n".join(md))
     page = ["<!doctype html><meta charset='utf-8'><title>irlib report</title>",
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
@@ -118,11 +126,39 @@ def write_report(out_root: Path, status: pd.DataFrame, profile: str) -> Path:
     if smoke:
         page.append(f"<p class='banner'>{html.escape(SMOKE_BANNER)}</p>")
     page.append("<h2>Notebook runs</h2>" + status.to_html(index=False))
+    if fig_name:
+        page.append(f"<h2>Reproduced vs paper (PSNR)</h2><img src='{fig_name}' style='max-width:100%'>")
     if not cmp.empty:
         for paper, g in cmp.groupby("paper"):
             page.append(f"<h2>{html.escape(paper)}</h2>" + g[cols].to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"))
     (out_root / "report.html").write_text("\n".join(page))
     return out_root / "report.md"
+
+
+def _figure(cmp: pd.DataFrame, out_root: Path, smoke: bool) -> str | None:
+    """Scatter of reproduced against printed PSNR, one panel per paper (seaborn); returns the file name."""
+    if cmp.empty or "paper_value" not in cmp:
+        return None
+    d = cmp[(cmp.metric == "PSNR") & cmp.paper_value.notna() & cmp.value.notna()]
+    if d.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    g = sns.relplot(data=d, x="paper_value", y="value", hue="table", col="paper", col_wrap=2, height=3,
+                    facet_kws={"sharex": False, "sharey": False})
+    for ax in g.axes.flat:
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    g.set_axis_labels("paper PSNR (dB)", "reproduced PSNR (dB)")
+    if smoke:
+        g.figure.suptitle("SMOKE: random weights, tiny models - not comparable", color="red", y=1.03)
+    g.savefig(out_root / "report_psnr.png", dpi=80, bbox_inches="tight")
+    plt.close(g.figure)
+    return "report_psnr.png"
 
 
 def _table(df: pd.DataFrame) -> str:

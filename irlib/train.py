@@ -205,6 +205,8 @@ class Trainer:
             if stop_after is not None and done_here >= stop_after:
                 break
         bar.close()
+        if self.ckpt_every and self.step == max_steps and self.step % self.ckpt_every:
+            self.save()  # the final state, so a finished run is not repeated
         return pd.DataFrame(self.log)
 
     def eval_model(self) -> torch.nn.Module:
@@ -234,3 +236,18 @@ def evaluate(model: torch.nn.Module, pairs, *, forward: Callable | None = None, 
         m = measure(y, gt[None], **(metric_kw or {}))
         rows.append({"image": k, "PSNR": float(m["PSNR"][0]), "SSIM": float(m["SSIM"][0])})
     return pd.DataFrame(rows)
+
+
+def time_steps(trainer: Trainer, n: int = 10, warmup: int = 2) -> float:
+    """Mean wall-clock seconds per training step over ``n`` steps after ``warmup`` (synchronising CUDA)."""
+    import time
+
+    trainer.progress = False
+    trainer.fit(trainer.step + warmup)
+    if trainer.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    trainer.fit(trainer.step + n)
+    if trainer.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n

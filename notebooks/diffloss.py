@@ -25,6 +25,7 @@ from irlib.results import Results, paired_bootstrap
 
 P = ex.get_profile(profile)
 small = P.name == "smoke"
+ex.enable_checkpoints(f"{out_dir}/checkpoints", enabled=not small)  # full runs resume after a crash
 R = Results("diffloss", P.name, "pretrained" if (adm_checkpoint and P.pretrained) else "random", out_dir)
 torch.manual_seed(seed)
 unet = dl.load_adm(adm_checkpoint or dl.ADM_256_UNCOND_URL) if not small else dl.ADMUNet(dl.ADM_TINY).eval().requires_grad_(False)

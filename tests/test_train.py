@@ -76,3 +76,9 @@ def test_ddp_under_torchrun(tmp_path):
                        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ok 0" in r.stdout and "ok 1" in r.stdout  # both ranks finished (lines may interleave)
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path):
+    t = _trainer(tmp_path, ckpt=False, amp="bf16")
+    log = t.fit(3)
+    assert len(log) == 3 and log["loss"].notna().all()

@@ -168,6 +168,42 @@ class PatchBatches:
         return {"lq": torch.stack(lq), "gt": torch.stack(gt), "task": tasks}
 
 
+@dataclass
+class PairedPatches:
+    """Aligned random crops of real (lq, gt) pairs: ``batches(step)`` like :class:`PatchBatches`.
+
+    ``scale`` is gt size / lq size (4 for x4 SR); ``patch`` is the gt patch size. ``task`` labels the batch
+    (TextPromptIR picks its prompt from it)."""
+
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]
+    patch: int = 128
+    batch_size: int = 8
+    task: str = ""
+    seed: int = 0
+    scale: int = 1
+    flip: bool = True
+    rank: int = 0
+
+    def __call__(self, step: int) -> dict:
+        g = _step_generator(self.seed, step, self.rank)
+        lq, gt = [], []
+        lp = self.patch // self.scale
+        for _ in range(self.batch_size):
+            a, b = self.pairs[int(torch.randint(len(self.pairs), (1,), generator=g))]
+            h, w = a.shape[-2:]
+            if h < lp or w < lp:
+                raise DatasetError(f"image {h}x{w} is smaller than the training patch {lp}")
+            i = int(torch.randint(h - lp + 1, (1,), generator=g))
+            j = int(torch.randint(w - lp + 1, (1,), generator=g))
+            pa = a[:, i:i + lp, j:j + lp]
+            pb = b[:, i * self.scale:(i + lp) * self.scale, j * self.scale:(j + lp) * self.scale]
+            if self.flip and torch.rand((), generator=g) < 0.5:
+                pa, pb = pa.flip(-1), pb.flip(-1)
+            lq.append(pa)
+            gt.append(pb)
+        return {"lq": torch.stack(lq), "gt": torch.stack(gt), "task": [self.task] * self.batch_size}
+
+
 def make_test_pairs(images: Sequence[torch.Tensor], task: str, seed: int = 1234) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Fixed (lq, gt) test pairs: each clean image degraded once with a seed derived from its index."""
     pairs = []
