@@ -110,3 +110,38 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, *, channel: Channel = "rgb", 
 def measure(pred: torch.Tensor, target: torch.Tensor, **kw) -> dict[str, torch.Tensor]:
     """PSNR and SSIM together, same keyword conventions as :func:`psnr`."""
     return {"PSNR": psnr(pred, target, **kw), "SSIM": ssim(pred, target, **kw)}
+
+
+def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N x D): the FID formula
+    ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))``. Needs at least two samples per set; with
+    fewer samples than dimensions the covariances are singular and the value is only a rough guide."""
+    import numpy as np
+    from scipy import linalg
+
+    a, b = feats_a.double().cpu().numpy(), feats_b.double().cpu().numpy()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError("frechet_distance needs two (N>=2, D) feature matrices of the same D")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s_a @ s_b, disp=False)
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
+
+
+def inception_features(images: torch.Tensor, pretrained: bool = True, batch: int = 16) -> torch.Tensor:
+    """2048-d pool features of torchvision's Inception-v3 (``Inception_V3_Weights.IMAGENET1K_V1`` when
+    ``pretrained``; random weights otherwise, for offline pipeline checks) for images in [0, 1]."""
+    import torchvision
+
+    w = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1 if pretrained else None
+    net = torchvision.models.inception_v3(weights=w, aux_logits=True, init_weights=not pretrained).eval()
+    net.fc = torch.nn.Identity()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = torch.nn.functional.interpolate(images[i:i + batch].float(), size=(299, 299), mode="bilinear", align_corners=False)
+            out.append(net((x - mean) / std))
+    return torch.cat(out)

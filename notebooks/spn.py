@@ -16,6 +16,7 @@ import torch
 from irlib import experiment as ex, spn
 from irlib.losses import LOSSES, ContrastiveRegularization, VGGFeatures
 from irlib.models.cnn import EDSR, FFANet, NAFNet
+from irlib.models.dehazeformer import DehazeFormer
 from irlib.models.swinir import SwinIR
 from irlib.results import Results, paired_bootstrap
 
@@ -34,6 +35,9 @@ def make(name):
         return EDSR(4, 16, 2) if small else EDSR(4)
     if name == "SwinIR-light":
         return SwinIR(4, dim=12, depths=(2, 2), heads=(2, 2), window=4) if small else SwinIR.light(4)
+    if name == "DehazeFormer-T":
+        return (DehazeFormer((8, 16, 24, 16, 8), (1, 1, 2, 1, 1), (1, 2, 2, 1, 1), (2, 2, 2, 2, 2), (0, 0.5, 0.5, 0, 0))
+                if small else DehazeFormer.t())
     if name == "FFANet":
         return FFANet(1, 2, 16) if small else FFANet()
     if name == "NAFNet":
@@ -51,7 +55,7 @@ def run(name, task, pairs, spn_cfg=None, s=0, extra=None, negative="history", fr
         terms.update(extra)
     src = ex.train_data(P, SOURCES[task], data_root, train, task)
     df, tr = ex.train_eval(m, terms, src, [task], pairs, P, seed + s, device=device,
-                           pad_to=16 if name == "NAFNet" else 1)
+                           pad_to={"NAFNet": 16, "DehazeFormer-T": 4}.get(name, 1))
     return df, tr
 
 def pair_rows(table, base, variant, task, pairs, setting="", paper_ds=(), spn_cfg=cfg, base_extra=None):
@@ -74,6 +78,7 @@ pair_rows("Table 1", "SwinIR-light", "SwinIR-light+SPN", "srx4", sr_pairs, "x4",
 with ex.skip_missing(R, "Table 3", "FFANet+SPN"):
     haze_pairs = ex.eval_pairs(P, "SOTS-indoor", "haze", data_root, test)
     pair_rows("Table 3", "FFANet", "FFANet+SPN", "haze", haze_pairs, "train=ITS", ["SOTS-indoor"])
+    pair_rows("Table 3", "DehazeFormer-T", "DehazeFormer-T+SPN", "haze", haze_pairs, "train=ITS", ["SOTS-indoor"])
     cr = ContrastiveRegularization(VGGFeatures("vgg19", pretrained=P.pretrained))
     df_cr, _ = run("FFANet", "haze", haze_pairs, None, 0, {"cr": (0.1, cr)})
     R.add("Table 5", "FFANet+CR", "PSNR", df_cr.PSNR.mean(), setting="task=dehazing", dataset=DS or "SOTS-indoor", paper_dataset="SOTS-indoor")

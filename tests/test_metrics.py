@@ -55,3 +55,15 @@ def test_bad_inputs_raise(pair):
         ssim(pred[:, :8, :8], gt[:, :8, :8])
     with pytest.raises(ValueError, match="crop_border"):
         psnr(pred, gt, crop_border=40)
+
+
+def test_frechet_distance_matches_closed_form():
+    from irlib.metrics import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    b = a * 2 + 1  # N(1, 4I) vs N(0, I): |mu|^2 = 3, trace term 3 * (1 + 4 - 2*2) = 3
+    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.05)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        frechet_distance(a[:1], b[:1])

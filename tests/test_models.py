@@ -72,3 +72,18 @@ def test_swinir_counts_shapes_and_windows():
     assert m.shape == (4, 16, 16) and float(m[0].abs().sum()) == 0 and float(m[-1].min()) == -100
     net = SwinIR(3, dim=12, depths=(2,), heads=(2,), window=4)
     assert net(torch.rand(1, 3, 10, 13)).shape == (1, 3, 30, 39)  # padded to the window and cropped back
+
+
+def test_dehazeformer_sizes_close_to_published_and_soft_reconstruction():
+    from irlib.models.dehazeformer import DehazeFormer
+
+    ours = {n: count_params(getattr(DehazeFormer, n)()) for n in "tsb"}
+    assert ours == {"t": 687_404, "s": 1_284_884, "b": 2_517_612}
+    for n, published in {"t": 0.686e6, "s": 1.283e6, "b": 2.514e6}.items():
+        assert abs(ours[n] / published - 1) < 0.0025  # documented gap, see irlib.models.dehazeformer
+    m = DehazeFormer()
+    x = torch.rand(1, 3, 30, 34)
+    assert m(x).shape == x.shape
+    with torch.no_grad():  # with K = 1 and B = 0 the soft reconstruction returns the input
+        m.unembed.weight.zero_(); m.unembed.bias.copy_(torch.tensor([0.0, 0, 0, 0]))
+        assert torch.allclose(m(x), x)
