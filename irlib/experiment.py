@@ -54,6 +54,7 @@ CLEAN_SETS = {
     "Urban100": ("sr_benchmark", "benchmark/Urban100/HR"), "Set14": ("sr_benchmark", "benchmark/Set14/HR"),
     "B100": ("sr_benchmark", "benchmark/B100/HR"), "Manga109": ("manga109", "Manga109/HR"), "BSD400": ("bsd400", "BSD400"),
     "WED": ("wed", "pristine_images"), "DIV2K": ("div2k", "DIV2K_train_HR"),
+    "DID": ("did", "test/medium/clean"), "DID-train-clean": ("did", "train/clean"),
 }
 PAIRED_SETS = {
     "Rain100L": ("rain100l", "test/rainy", "test/norain", None), "Rain100L-train": ("rain100l", "train/rainy", "train/norain", None),
@@ -61,7 +62,13 @@ PAIRED_SETS = {
     "SOTS-indoor": ("reside_sots", "indoor/hazy", "indoor/gt", lambda s: s.split("_")[0]),
     "SOTS": ("reside_sots", "outdoor/hazy", "outdoor/gt", lambda s: s.split("_")[0]),
     "ITS": ("reside_its", "hazy", "clear", lambda s: s.split("_")[0]),
-    "Dense-Haze": ("dense_haze", "hazy", "GT", lambda s: s.replace("_hazy", "_GT")),
+    "Dense-Haze": ("dense_haze", "test/hazy", "test/GT", lambda s: s.replace("_hazy", "_GT")),
+    "Dense-Haze-train": ("dense_haze", "train/hazy", "train/GT", lambda s: s.replace("_hazy", "_GT")),
+    "Rain100H-train": ("rain100h", "train/rainy", "train/norain", None),
+    "OTS": ("reside_ots", "hazy", "clear", lambda s: s.split("_")[0]),
+    "DID-train": ("did", "train/rainy", "train/clean", None),
+    "DID-High": ("did", "test/heavy/rainy", "test/heavy/clean", None),
+    "DID-Medium": ("did", "test/medium/rainy", "test/medium/clean", None),
     "LOL": ("lol", "eval15/low", "eval15/high", None), "LOL-train": ("lol", "our485/low", "our485/high", None),
 }
 
@@ -78,6 +85,45 @@ def clean_images(data_root: str | Path, name: str, limit: int | None = None) -> 
     if not files:
         raise DatasetError(f"{name}: no images in {folder}")
     return [load_image(f) for f in files]
+
+
+@dataclass
+class MixedBatches:
+    """Round-robin over several batch sources (multi-task training from different datasets)."""
+
+    sources: Sequence[Callable[[int], dict]]
+    seed: int = 0
+    rank: int = 0
+
+    def __call__(self, step: int) -> dict:
+        src = self.sources[step % len(self.sources)]
+        for attr in ("seed", "rank"):
+            if hasattr(src, attr):
+                setattr(src, attr, getattr(self, attr))
+        return src(step // len(self.sources))
+
+
+def multi_task_data(p: Profile, spec: dict[str, str], data_root: str | Path, offline: Sequence[torch.Tensor]):
+    """Training data for several tasks: ``spec`` maps a task (noise25, rain, haze, ...) to the dataset name it
+    is trained on. Smoke: the offline photos with every task synthesised. Full: real pairs where the set is
+    paired, synthetic degradations of clean images otherwise, mixed round-robin."""
+    if p.name == "smoke":
+        return list(offline)
+    sources = []
+    for task, name in spec.items():
+        src = train_data(p, name, data_root, offline, task)
+        sources.append(src if isinstance(src, PairedPatches) else PatchBatches(src, p.patch, p.batch, (task,)))
+    return MixedBatches(sources)
+
+
+def try_pairs(results, table: str, p: Profile, name: str, task: str, data_root, offline) -> list | None:
+    """:func:`eval_pairs`, or ``None`` (with a skipped row recorded) when the data is missing."""
+    try:
+        return eval_pairs(p, name, task, data_root, offline)
+    except DatasetError as e:
+        print(f"[skipped {table} / {name}] {e}")
+        results.add(table, "", "PSNR", None, paper_dataset=name, notes=f"skipped: {e}")
+        return None
 
 
 def eval_pairs(p: Profile, name: str, task: str, data_root: str | Path, offline: Sequence[torch.Tensor]) -> list:
@@ -134,7 +180,7 @@ def train_eval(model: torch.nn.Module, terms: dict, train_imgs: Sequence[torch.T
     if ckpt_dir is None and _CKPT["root"] is not None:
         ckpt_dir = _CKPT["root"] / f"run-{_CKPT['count']:03d}-{type(model).__name__}"
         _CKPT["count"] += 1
-    if isinstance(train_imgs, PairedPatches):
+    if isinstance(train_imgs, (PairedPatches, MixedBatches)):
         batches = train_imgs
         batches.seed = seed
     else:

@@ -131,12 +131,20 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
 
 def inception_features(images: torch.Tensor, pretrained: bool = True, batch: int = 16) -> torch.Tensor:
     """2048-d pool features of torchvision's Inception-v3 (``Inception_V3_Weights.IMAGENET1K_V1`` when
-    ``pretrained``; random weights otherwise, for offline pipeline checks) for images in [0, 1]."""
+    ``pretrained``; random weights otherwise, for offline pipeline checks) for images in [0, 1].
+
+    A random network has no trained BatchNorm statistics and its activations explode through 90 layers, so
+    in that case BatchNorm normalises with each batch's own statistics (the values stay finite; they still
+    mean nothing)."""
     import torchvision
 
     w = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1 if pretrained else None
     net = torchvision.models.inception_v3(weights=w, aux_logits=True, init_weights=not pretrained).eval()
     net.fc = torch.nn.Identity()
+    if not pretrained:
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.train()
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     out = []

@@ -37,11 +37,21 @@ TASKNAME = {"haze": "task=dehazing", "rain": "task=deraining", "lowlight": "task
 def restorer():
     return NAFNet(8, (1, 1, 1, 1)) if small else NAFNet(32)
 
+# training sets in the full profile (the paper trains deraining on Rain13K; we use Rain100H's training split)
+TRAIN = {"haze": "Dense-Haze-train", "rain": "Rain100H-train", "lowlight": "LOL-train"}
+_pairs = {}
+
+def pairs_for(task):
+    if task not in _pairs:
+        _pairs[task] = ex.eval_pairs(P, DS[task], task, data_root, test)
+    return _pairs[task]
+
 def fit(task, extra=None, s=0):
     torch.manual_seed(seed + s)
     terms = {"l2": (1.0, LOSSES["mse"])}
     terms.update(extra or {})
-    df, tr = ex.train_eval(restorer(), terms, train, [task], ex.test_set(test, task), P, seed + s, device=device, pad_to=16)
+    src = ex.train_data(P, TRAIN[task], data_root, train, task)
+    df, tr = ex.train_eval(restorer(), terms, src, [task], pairs_for(task), P, seed + s, device=device, pad_to=16)
     return df, tr.eval_model()
 
 # %% Table 1: baseline vs w/ DiffLoss (NAFNet stands in for each paper backbone in smoke)
@@ -68,7 +78,7 @@ for name, extra in [("L1 Loss (MSBDN)", {"l1": (1.0, LOSSES["l1"])}),
 
 # %% Table 4: ablations a (x0 only), b (x_{t-1} only), c (final: noise + h-space); FID with Inception-v3 features
 from irlib.metrics import frechet_distance, inception_features
-haze4 = ex.test_set(test, "haze")
+haze4 = pairs_for("haze")
 clean_feats = inception_features(torch.stack([gt for _, gt in haze4]), P.pretrained)
 for label, target, setting in [("a (GridNet)", "x0", "ablation a: constraint on x0_hat only"),
                                ("b (GridNet)", "xprev", "ablation b: constraint on x_{t-1}_hat only"),
@@ -86,23 +96,27 @@ for label, target, setting in [("a (GridNet)", "x0", "ablation a: constraint on 
 clf = {"Top-1 ResNet50": torchvision.models.resnet50(weights="IMAGENET1K_V2" if P.pretrained else None).eval(),
        "Top-1 VGG16": torchvision.models.vgg16(weights="IMAGENET1K_V1" if P.pretrained else None).eval()}
 deg = {"haze": "degradation=haze", "rain": "degradation=rain", "lowlight": "degradation=low-light"}
-with torch.no_grad():
-    for task in deg:
-        pairs = ex.test_set(test, task)
-        lq = torch.stack([p[0] for p in pairs]); gt = torch.stack([p[1] for p in pairs])
-        for name, net in clf.items():
-            ref = net(gt).argmax(1)
-            for k, tag in ((0, "w/o DiffLoss"), (1, "w/ DiffLoss")):
-                out = models[task, k](lq).clamp(0, 1)
-                acc = 100.0 * (net(out).argmax(1) == ref).float().mean().item()
-                base = {"haze": "TaylorFormer", "rain": "EfDeRain", "lowlight": "IAT"}[task]
-                R.add("Table 2", f"{tag} ({base})", name, acc, setting=deg[task], dataset="offline-photos" if small else "CUB (degraded)",
-                      paper_dataset="CUB (degraded)", notes="smoke: agreement with clean-image prediction" if small else "")
+if small:  # proxy only: agreement with the (random) classifier on the clean image
+    with torch.no_grad():
+        for task in deg:
+            pairs = pairs_for(task)
+            lq = torch.stack([p[0] for p in pairs]); gt = torch.stack([p[1] for p in pairs])
+            for name, net in clf.items():
+                ref = net(gt).argmax(1)
+                for k, tag in ((0, "w/o DiffLoss"), (1, "w/ DiffLoss")):
+                    out = models[task, k](lq).clamp(0, 1)
+                    acc = 100.0 * (net(out).argmax(1) == ref).float().mean().item()
+                    base = {"haze": "TaylorFormer", "rain": "EfDeRain", "lowlight": "IAT"}[task]
+                    R.add("Table 2", f"{tag} ({base})", name, acc, setting=deg[task], dataset="offline-photos" if small else "CUB (degraded)",
+                          paper_dataset="CUB (degraded)", notes="smoke: agreement with clean-image prediction" if small else "")
+else:  # CUB and CUB-trained classifiers are not wired yet; say so instead of reporting ImageNet agreement
+    R.add("Table 2", "w/ DiffLoss (TaylorFormer)", "Top-1 VGG16", None, setting="degradation=haze", paper_dataset="CUB (degraded)",
+          notes="skipped: needs degraded CUB and CUB-trained VGG16/ResNet50")
 
 # %% Fig. 2: h-space SVD perturbation; ResNet50 feature distance to the unperturbed regeneration
 feat = torch.nn.Sequential(*list(clf["Top-1 ResNet50"].children())[:-1])
 rows = []
-lq = torch.stack([p[0] for p in ex.test_set(test, "lowlight")]); gt = torch.stack([p[1] for p in ex.test_set(test, "lowlight")])
+lq = torch.stack([p[0] for p in pairs_for("lowlight")]); gt = torch.stack([p[1] for p in pairs_for("lowlight")])
 size = unet.cfg.image_size
 rs = lambda x: torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 with torch.no_grad():

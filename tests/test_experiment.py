@@ -73,3 +73,17 @@ def test_enable_checkpoints_makes_notebook_reruns_resume(tmp_path):
     again = run()  # both runs load their final checkpoints instead of training again
     assert [tr.step for _, tr in again] == [4, 4] and len(again[0][1].log) == 4
     assert float(first[1][0].PSNR[0]) == pytest.approx(float(again[1][0].PSNR[0]), abs=1e-6)
+
+
+def test_multi_task_data_mixes_real_pairs_and_synthetic(data_root):
+    full = ex.get_profile("full")
+    src = ex.multi_task_data(full, {"haze": "SOTS-indoor", "noise25": "CBSD68"}, data_root, [])
+    assert isinstance(src, ex.MixedBatches) and len(src.sources) == 2
+    for s_ in src.sources:
+        s_.patch, s_.batch_size = 16, 2
+    a, b = src(0), src(1)
+    assert a["task"] == ["haze", "haze"] and b["task"] == ["noise25", "noise25"]
+    assert torch.equal(src(2)["lq"], src(2)["lq"])  # deterministic per step
+    smoke = ex.get_profile("smoke")
+    imgs = [torch.rand(3, 40, 40)]
+    assert ex.multi_task_data(smoke, {"haze": "SOTS-indoor"}, data_root, imgs) == imgs
