@@ -9,7 +9,9 @@ material is not available) we choose and say so:
   features, softmax over the three experts.
 * D-R fusion after every encoder level and the latent level (``levels=``), single-head channel
   attention exactly as Eq. (5): ``Softmax(Wq(F_DA) Wk(F_I)^T / sqrt(C)) F_I + F_I`` (query from the
-  adapted DINO feature, key and value from the restoration feature; the value is F_I itself).
+  adapted DINO feature, key and value from the restoration feature; the value is F_I itself). The printed
+  equation names the projections W_k(F_D-A) and W_q(F_I) while the text calls F_D-A the query; both describe
+  the same product, which is what we compute (our ``wq`` acts on F_D-A, ``wk`` on F_I).
 * DPC layer weights: equal (1/n) over the shallow/medium/deep layers; L1 distance as the paper says.
 """
 from __future__ import annotations

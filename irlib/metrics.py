@@ -153,3 +153,21 @@ def inception_features(images: torch.Tensor, pretrained: bool = True, batch: int
             x = torch.nn.functional.interpolate(images[i:i + batch].float(), size=(299, 299), mode="bilinear", align_corners=False)
             out.append(net((x - mean) / std))
     return torch.cat(out)
+
+
+_LPIPS: dict = {}
+
+
+def lpips(pred: torch.Tensor, target: torch.Tensor, pretrained: bool = True, net: str = "alex") -> torch.Tensor:
+    """LPIPS distance per image (Zhang et al. 2018) through the ``lpips`` package, inputs in [0, 1].
+
+    The package ships its calibrated linear layers; the AlexNet backbone comes from torchvision when
+    ``pretrained`` (a download) and is random otherwise, for offline pipeline checks only."""
+    import lpips as _lp
+
+    key = (net, pretrained)
+    if key not in _LPIPS:
+        _LPIPS[key] = _lp.LPIPS(net=net, pnet_rand=not pretrained, verbose=False).eval()
+    m = _LPIPS[key].to(pred.device)
+    with torch.no_grad():
+        return m(_as_batch(pred) * 2 - 1, _as_batch(target) * 2 - 1).flatten()

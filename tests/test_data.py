@@ -118,3 +118,22 @@ def test_manifests_cover_the_benchmarks():
         assert m["files"] and "layout" in m
     with pytest.raises(DatasetError, match="cannot be downloaded by script"):
         fetch("lol", "/nonexistent-root")
+
+
+def test_cli_fetch_reports_errors_and_succeeds(server, tmp_path, monkeypatch):
+    import yaml
+
+    from irlib.cli import main
+
+    url, digest = server
+    mdir = tmp_path / "manifests"
+    mdir.mkdir()
+    (mdir / "tiny.yaml").write_text(yaml.safe_dump({"name": "tiny", "files": [{"url": f"{url}/bad.zip", "sha256": digest}]}))
+    (mdir / "good.yaml").write_text(yaml.safe_dump({"name": "good", "files": [{"url": f"{url}/good.zip", "sha256": digest}]}))
+    monkeypatch.setenv("IRLIB_MANIFESTS", str(mdir))
+    root = tmp_path / "data"
+    assert main(["data", "fetch", "tiny", "--root", str(root)]) == 2
+    assert not (root / "tiny").exists()
+    assert main(["data", "fetch", "good", "--root", str(root)]) == 0
+    assert (root / "good" / "tiny" / "GT" / "1.txt").is_file()
+    assert main(["data", "fetch", "nope", "--root", str(root)]) == 2

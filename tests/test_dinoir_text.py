@@ -50,16 +50,21 @@ def test_prompt_set_and_split():
     assert len(tr) == 40 and len(te) == 10 and not set(tr) & set(te)
 
 
-def test_text_encoder_loads_saved_tiny_bert(tmp_path):
+def _tiny_bert(tmp_path):
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "remove", "the", "rain", "haze", "noise"]))
-    tok = BertTokenizerFast(vocab_file=str(vocab))
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "remove", "the", "rain", "haze", "noise"]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
+    assert tok("remove the rain").input_ids == [2, 5, 6, 7, 3]
     torch.manual_seed(0)
     model = BertModel(BertConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
     model.save_pretrained(tmp_path / "bert")
     tok.save_pretrained(tmp_path / "bert")
+    return model, tok
+
+
+def test_text_encoder_loads_saved_tiny_bert(tmp_path):
+    model, tok = _tiny_bert(tmp_path)
     enc = TextEncoder(tmp_path / "bert")
     z = enc.encode(["remove the rain", "remove the haze"])
     assert z.shape == (2, 16) and enc.dim == 16
@@ -75,3 +80,15 @@ def test_offline_minilm_separates_tasks():
                           "Please brighten this photo."])
     cos = torch.nn.functional.cosine_similarity
     assert float(cos(a, b, dim=0)) > float(cos(a, c, dim=0))  # a real pretrained encoder, not random
+
+
+def test_task_bert_finetuning_mlm_and_nsp(tmp_path):
+    from irlib.textprompt import finetune_mlm
+
+    _tiny_bert(tmp_path)
+    data = {"derain": ["remove the rain", "the rain"], "dehaze": ["remove the haze", "the haze"], "denoise": ["remove the noise"]}
+    losses = finetune_mlm(tmp_path / "bert", data, tmp_path / "tuned", steps=60, lr=3e-3, batch_size=32)
+    assert len(losses) == 60 and sum(losses[-10:]) < 0.8 * sum(losses[:10])
+    assert TextEncoder(tmp_path / "tuned").encode(["remove the rain"]).shape == (1, 16)
+    with pytest.raises(ValueError, match="two tasks"):
+        finetune_mlm(tmp_path / "bert", {"derain": ["the rain"]}, tmp_path / "x", steps=1, nsp=True)

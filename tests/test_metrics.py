@@ -67,3 +67,15 @@ def test_frechet_distance_matches_closed_form():
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError):
         frechet_distance(a[:1], b[:1])
+
+
+def test_lpips_wrapper_orders_distortions():
+    from irlib.metrics import lpips
+
+    gt = sample_images(64)["skimage:chelsea"][None]
+    g = torch.Generator().manual_seed(0)
+    mild = (gt + 0.02 * torch.randn(gt.shape, generator=g)).clamp(0, 1)
+    strong = (gt + 0.3 * torch.randn(gt.shape, generator=g)).clamp(0, 1)
+    torch.manual_seed(0)
+    d0, d1, d2 = (float(lpips(x, gt, pretrained=False)[0]) for x in (gt, mild, strong))
+    assert d0 == pytest.approx(0.0, abs=1e-6) and d1 < d2  # even a random backbone ranks these

@@ -60,7 +60,7 @@ def test_smoke_reproduction_of_all_notebooks(tmp_path):
     assert r.returncode == 0, status.to_string() + r.stderr[-3000:]
     assert set(status.notebook) >= {"spn", "textpromptir", "diffloss", "dinoir"} and (status.status == "ok").all()
     rows = pd.read_parquet(tmp_path / "smoke" / "results.parquet")
-    assert set(rows.paper) == {"spn", "textpromptir", "diffloss", "dinoir"}
+    assert set(rows.paper) >= {"spn", "textpromptir", "diffloss", "dinoir"}
     assert (rows.profile == "smoke").all()
     assert rows.value.notna().sum() > 100
     report = (tmp_path / "smoke" / "report.md").read_text()

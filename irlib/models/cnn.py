@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .restormer import LayerNorm2d
+
 
 def conv3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
@@ -115,21 +117,10 @@ class FFANet(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ NAFNet
-class LayerNormC(nn.Module):
-    def __init__(self, c: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight, self.bias, self.eps = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c)), eps
-
-    def forward(self, x):
-        mu = x.mean(1, keepdim=True)
-        var = (x - mu).pow(2).mean(1, keepdim=True)
-        return (x - mu) / (var + self.eps).sqrt() * self.weight[:, None, None] + self.bias[:, None, None]
-
-
 class NAFBlock(nn.Module):
     def __init__(self, c: int):
         super().__init__()
-        self.norm1, self.norm2 = LayerNormC(c), LayerNormC(c)
+        self.norm1, self.norm2 = LayerNorm2d(c, eps=1e-6), LayerNorm2d(c, eps=1e-6)
         self.conv1 = nn.Conv2d(c, 2 * c, 1)
         self.conv2 = nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2 * c)
         self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1))
