@@ -1,5 +1,5 @@
 # %% [markdown]
-# # SPN — learning from history (Tables 1, 3–9; Fig. 6)
+# # SPN — learning from history (Tables 1, 3–9; Figs. 4 and 6)
 # Baseline vs +SPN (EMA history negatives, Eq. 1–4) on the backbones the paper retrains. The smoke profile
 # trains tiny versions for a few dozen steps on offline photos with a **random** VGG: a pipeline check only.
 
@@ -117,20 +117,23 @@ for w in ("0", "0.01", "0.1", "0.5", "0.9", "0.999"):
     R.add("Table 9", "EDSR-light+SPN", "PSNR", None if tr.collapsed else df.PSNR.mean(), setting=f"w={w}",
           dataset=DS or "Set14", paper_dataset="Set14", notes="collapsed" if tr.collapsed else "")
 
-# %% Figs. 4–6: visual comparison with a divergence map |SPN - baseline| (dehazing, Fig. 6)
-if haze_pairs is None:
-    print("Fig. 6 skipped: the dehazing data is missing")
-else:
-    _, tb = run("FFANet", "haze", haze_pairs, None, 0)
-    _, ts = run("FFANet", "haze", haze_pairs, cfg, 0)
-    lq, gt = haze_pairs[0]
+# %% Figs. 4 and 6: visual comparison, baseline vs +SPN, with a divergence map |SPN - baseline|
+def visual(name, task, prs, fname, titles):
+    _, tb = run(name, task, prs, None, 0)
+    _, ts = run(name, task, prs, cfg, 0)
+    lq, gt = prs[0]
     with torch.no_grad():
         ob, os_ = tb.eval_model()(lq[None])[0].clamp(0, 1), ts.eval_model()(lq[None])[0].clamp(0, 1)
+    shown = torch.nn.functional.interpolate(lq[None], size=gt.shape[-2:], mode="bicubic")[0].clamp(0, 1)
     fig, ax = plt.subplots(1, 5, figsize=(15, 3))
-    for a, (t, im) in zip(ax, [("hazy", lq), ("FFANet", ob), ("FFANet+SPN", os_), ("clear", gt)]):
+    for a, (t, im) in zip(ax, [(titles[0], shown), (name, ob), (name + "+SPN", os_), (titles[1], gt)]):
         a.imshow(im.permute(1, 2, 0).numpy()); a.set_title(t); a.axis("off")
     ax[4].imshow((os_ - ob).abs().mean(0).numpy(), cmap="magma"); ax[4].set_title("divergence |SPN - base|"); ax[4].axis("off")
-    fig.savefig(f"{out_dir}/fig6_dehaze_divergence.png", dpi=80, bbox_inches="tight")
+    fig.savefig(f"{out_dir}/{fname}", dpi=80, bbox_inches="tight")
+
+visual("SwinIR-light", "srx4", sr_pairs, "fig4_sr_divergence.png", ("bicubic x4", "HR"))
+if haze_pairs is not None:
+    visual("FFANet", "haze", haze_pairs, "fig6_dehaze_divergence.png", ("hazy", "clear"))
 
 # %%
 R.save()
