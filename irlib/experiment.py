@@ -32,7 +32,8 @@ class Profile:
 PROFILES = {
     # CPU minutes: tiny models, offline photos, random-initialised feature networks.
     "smoke": Profile("smoke", steps=24, patch=32, batch=4, image_size=64, pretrained=False, seeds=2, lr=1e-3),
-    # Paper-scale: pretrained VGG/DINOv2/BERT/ADM, manifest datasets; schedules are set per notebook.
+    # Paper-scale: pretrained VGG/DINOv2/BERT/ADM, manifest datasets. Only DiffLoss states its schedule (40K
+    # iterations, set in its notebook); elsewhere 300K steps is our default, not a number from the papers.
     "full": Profile("full", steps=300_000, patch=128, batch=8, image_size=0, pretrained=True, seeds=3, lr=2e-4),
 }
 

@@ -74,7 +74,7 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: list[st
         nbs = [n for n in nbs if any(n.stem.lower().startswith(k) for k in keys)]
     if not nbs:
         raise FileNotFoundError(f"no notebooks matched {only} in {notebook_dir()}")
-    out_root = Path(out) / profile
+    out_root = Path(out).resolve() / profile  # notebooks run with cwd=notebooks/, so pass absolute paths
     params = {"profile": profile, "device": device, "data_root": str(Path(data_root).resolve()), "seed": seed}
     from tqdm.auto import tqdm
 

@@ -47,6 +47,9 @@ class Results:
     out_dir: str | Path
     rows: list[dict] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)  # figures are saved there before the rows
+
     def add(self, table: str, method: str, metric: str, value: float, *, setting: str = "", dataset: str = "",
             paper_dataset: str = "", n_seeds: int = 1, ci_low: float | None = None, ci_high: float | None = None,
             notes: str = "") -> None:

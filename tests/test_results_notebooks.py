@@ -84,12 +84,14 @@ def test_failing_notebook_is_recorded_and_others_continue(tmp_path, monkeypatch)
 
     nbformat.write(nb("raise RuntimeError('boom')"), nbdir / "a_fail.ipynb")
     nbformat.write(nb("from irlib.results import Results\nr = Results('spn', profile, 'random', out_dir)\n"
+                      "open(out_dir + '/fig.txt', 'w').write('x')\n"
                       "r.add('Table 8', 'EDSR-light', 'PSNR', 1.0, setting='lambda=0', paper_dataset='Set14')\nr.save()"),
                    nbdir / "b_ok.ipynb")
     monkeypatch.setenv("IRLIB_NOTEBOOKS", str(nbdir))
+    monkeypatch.chdir(tmp_path)  # a relative --out must still land here, not under the notebooks' cwd
     from irlib.reproduce import reproduce
 
-    st = reproduce("smoke", tmp_path / "out", jobs=2)
+    st = reproduce("smoke", "out", jobs=2)
     assert dict(zip(st.notebook, st.status)) == {"a_fail": "failed", "b_ok": "ok"}
     assert "boom" in st.error[0] or st.error[0]
     rows = pd.read_csv(tmp_path / "out" / "smoke" / "results.csv")
