@@ -186,10 +186,11 @@ def train_eval(model: torch.nn.Module, terms: dict, train_imgs: Sequence[torch.T
         batches.seed = seed
     else:
         batches = PatchBatches(list(train_imgs), p.patch, p.batch, tuple(tasks), seed=seed)
+    n = steps or p.steps
     tr = Trainer(model, batches, terms, lr=lr or p.lr, device=device, forward=forward, on_collapse="stop",
-                 progress=False, ckpt_dir=ckpt_dir, ckpt_every=max(1, (steps or p.steps) // 4) if ckpt_dir else 0,
+                 progress=p.name != "smoke", ckpt_dir=ckpt_dir, ckpt_every=max(1, min(2000, n // 4)) if ckpt_dir else 0,
                  grad_clip=1.0)
-    tr.fit(steps or p.steps)
+    tr.fit(n)
     df = evaluate(tr.eval_model(), test_pairs, forward=eval_forward or forward, device=device, pad_to=pad_to,
                   metric_kw=metric_kw)
     df["collapsed"] = tr.collapsed

@@ -124,9 +124,8 @@ class PatchDiscriminator(nn.Module):
 
 
 class AdversarialLoss(nn.Module):
-    """Least-squares GAN generator loss with its own discriminator, updated inside ``after_step``-free
-    calls: each forward first takes one discriminator step on (gt, out.detach()), then returns the
-    generator term."""
+    """Least-squares GAN generator loss with its own PatchGAN discriminator. Each call first takes one
+    discriminator step on (gt, out.detach()), then returns the generator term for the restorer."""
 
     def __init__(self, lr: float = 1e-4):
         super().__init__()

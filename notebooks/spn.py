@@ -54,7 +54,9 @@ def run(name, task, pairs, spn_cfg=None, s=0, extra=None, negative="history", fr
     if extra:
         terms.update(extra)
     src = ex.train_data(P, SOURCES[task], data_root, train, task)
-    df, tr = ex.train_eval(m, terms, src, [task], pairs, P, seed + s, device=device,
+    # SR is measured as SR papers do: PSNR/SSIM on Y (BT.601) with the scale cropped from each border
+    mkw = {"channel": "y", "crop_border": 4} if task == "srx4" else None
+    df, tr = ex.train_eval(m, terms, src, [task], pairs, P, seed + s, device=device, metric_kw=mkw,
                            pad_to={"NAFNet": 16, "DehazeFormer-T": 4}.get(name, 1))
     return df, tr
 
