@@ -119,12 +119,9 @@ def multi_task_data(p: Profile, spec: dict[str, str], data_root: str | Path, off
 
 def try_pairs(results, table: str, p: Profile, name: str, task: str, data_root, offline) -> list | None:
     """:func:`eval_pairs`, or ``None`` (with a skipped row recorded) when the data is missing."""
-    try:
+    with skip_missing(results, table, paper_dataset=name):
         return eval_pairs(p, name, task, data_root, offline)
-    except DatasetError as e:
-        print(f"[skipped {table} / {name}] {e}")
-        results.add(table, "", "PSNR", None, paper_dataset=name, notes=f"skipped: {e}")
-        return None
+    return None
 
 
 def eval_pairs(p: Profile, name: str, task: str, data_root: str | Path, offline: Sequence[torch.Tensor]) -> list:
@@ -201,8 +198,9 @@ class skip_missing:
     """Context manager: a missing dataset skips one table section (recorded as a row with no value and the
     reason in ``notes``) instead of failing the whole notebook."""
 
-    def __init__(self, results, table: str, method: str = "", metric: str = "PSNR"):
+    def __init__(self, results, table: str, method: str = "", metric: str = "PSNR", paper_dataset: str = ""):
         self.results, self.table, self.method, self.metric = results, table, method, metric
+        self.paper_dataset = paper_dataset
 
     def __enter__(self):
         return self
@@ -210,7 +208,8 @@ class skip_missing:
     def __exit__(self, kind, err, tb):
         if kind is not None and issubclass(kind, DatasetError):
             print(f"[skipped {self.table}] {err}")
-            self.results.add(self.table, self.method, self.metric, None, notes=f"skipped: {err}")
+            self.results.add(self.table, self.method, self.metric, None, paper_dataset=self.paper_dataset,
+                             notes=f"skipped: {err}")
             return True
         return False
 

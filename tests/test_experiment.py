@@ -48,6 +48,8 @@ def test_missing_data_is_a_clear_error_and_skippable(tmp_path):
         ex.eval_pairs(full, "GoPro", "blur", tmp_path, [])
         raise AssertionError("not reached")
     assert r.rows[0]["table"] == "Table 4" and r.rows[0]["notes"].startswith("skipped:") and np.isnan(r.rows[0]["value"])
+    assert ex.try_pairs(r, "Table 1", full, "Rain100L", "rain", tmp_path, []) is None
+    assert r.rows[-1]["paper_dataset"] == "Rain100L" and r.rows[-1]["notes"].startswith("skipped:")
     with pytest.raises(ValueError, match="profile must be"):
         ex.get_profile("fast")
 
