@@ -145,13 +145,13 @@ def inception_features(images: torch.Tensor, pretrained: bool = True, batch: int
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.train()
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    from .losses import imagenet_normalize
+
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
             x = torch.nn.functional.interpolate(images[i:i + batch].float(), size=(299, 299), mode="bilinear", align_corners=False)
-            out.append(net((x - mean) / std))
+            out.append(net(imagenet_normalize(x)))
     return torch.cat(out)
 
 

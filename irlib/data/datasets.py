@@ -129,6 +129,14 @@ def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     return g
 
 
+def _crop_origin(img: torch.Tensor, patch: int, g: torch.Generator) -> tuple[int, int]:
+    """Top-left corner of a random ``patch``x``patch`` crop of ``img`` (same draws for every batch source)."""
+    h, w = img.shape[-2:]
+    if h < patch or w < patch:
+        raise DatasetError(f"image {h}x{w} is smaller than the training patch {patch}")
+    return int(torch.randint(h - patch + 1, (1,), generator=g)), int(torch.randint(w - patch + 1, (1,), generator=g))
+
+
 @dataclass
 class PatchBatches:
     """Random crops of clean images, degraded on the fly: ``batches(step) -> {'lq', 'gt', 'task'}``.
@@ -150,11 +158,7 @@ class PatchBatches:
         lq, gt, tasks = [], [], []
         for _ in range(self.batch_size):
             img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
-            h, w = img.shape[-2:]
-            if h < self.patch or w < self.patch:
-                raise DatasetError(f"image {h}x{w} is smaller than the training patch {self.patch}")
-            i = int(torch.randint(h - self.patch + 1, (1,), generator=g))
-            j = int(torch.randint(w - self.patch + 1, (1,), generator=g))
+            i, j = _crop_origin(img, self.patch, g)
             p = img[:, i:i + self.patch, j:j + self.patch]
             if self.flip:
                 if torch.rand((), generator=g) < 0.5:
@@ -190,11 +194,7 @@ class PairedPatches:
         lp = self.patch // self.scale
         for _ in range(self.batch_size):
             a, b = self.pairs[int(torch.randint(len(self.pairs), (1,), generator=g))]
-            h, w = a.shape[-2:]
-            if h < lp or w < lp:
-                raise DatasetError(f"image {h}x{w} is smaller than the training patch {lp}")
-            i = int(torch.randint(h - lp + 1, (1,), generator=g))
-            j = int(torch.randint(w - lp + 1, (1,), generator=g))
+            i, j = _crop_origin(a, lp, g)
             pa = a[:, i:i + lp, j:j + lp]
             pb = b[:, i * self.scale:(i + lp) * self.scale, j * self.scale:(j + lp) * self.scale]
             if self.flip and torch.rand((), generator=g) < 0.5:
