@@ -26,7 +26,7 @@ class HistoryModels(nn.Module):
     ``batched=True`` evaluates all N negatives with one vectorised call (``torch.func.vmap`` over
     ``functional_call``) instead of N sequential forwards. Both paths agree to float round-off (exactly in
     float64). On the 2-core CPU we develop on the sequential loop measured faster (vmap turns convs into
-    grouped convs), so ``batched=False`` is the default; ``notebooks/spn_benchmark`` measures both.
+    grouped convs), so ``batched=False`` is the default; ``python -m irlib.bench`` (and ``notebooks/benchmarks``) measure both.
     """
 
     def __init__(self, model: nn.Module, steps: Sequence[int] = (100, 500, 1000, 2000), w: float = 0.1,

@@ -76,3 +76,19 @@ def test_svd_hook_identity_at_zero_and_changes_h():
     s0 = torch.linalg.svdvals(h.reshape(2, 8, -1))
     s1 = torch.linalg.svdvals(p.reshape(2, 8, -1))
     assert torch.allclose(s1[:, 0], 2 * s0[:, 0], rtol=1e-4) and torch.allclose(s1[:, 1:], s0[:, 1:], rtol=1e-4)
+
+
+def test_bf16_weights_keep_groupnorm_fp32_and_pass_gradients():
+    torch.manual_seed(0)
+    unet = dl.ADMUNet(dl.ADM_TINY)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 500])
+    ref, h_ref = unet(x, t, return_h=True)
+    unet.to_compute_dtype(torch.bfloat16)
+    assert {p.dtype for n, p in unet.named_parameters() if isinstance(unet.get_submodule(n.rsplit(".", 1)[0]), torch.nn.GroupNorm)} == {torch.float32}
+    assert unet.middle_block[0].in_layers[2].weight.dtype == torch.bfloat16
+    xr = x.clone().requires_grad_(True)
+    out, h = unet(xr, t, return_h=True)
+    assert out.dtype == torch.float32 and h.dtype == torch.bfloat16
+    assert float((out - ref).norm() / ref.norm()) < 5e-2 and float((h.float() - h_ref).norm() / h_ref.norm()) < 5e-2
+    (g,) = torch.autograd.grad(out.square().mean(), xr)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
