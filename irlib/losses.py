@@ -146,6 +146,121 @@ class AdversarialLoss(nn.Module):
         return g
 
 
+class PCLEmbedding(nn.Module):
+    """PCL-SR's embedding network: a small strided-conv discriminator (the SR-GAN layout of EDSR's code,
+    reduced) whose intermediate activations are the contrastive features and whose last layer is a
+    real/fake logit. Trained jointly with the SR network."""
+
+    def __init__(self, ch: int = 32, depth: int = 4):
+        super().__init__()
+        self.stages = nn.ModuleList()
+        c_in = 3
+        for i in range(depth):
+            c = ch * 2 ** i
+            self.stages.append(nn.Sequential(nn.Conv2d(c_in, c, 3, 1, 1), nn.LeakyReLU(0.2, True),
+                                             nn.Conv2d(c, c, 3, 2, 1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2, True)))
+            c_in = c
+        self.head = nn.Conv2d(c_in, 1, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feats, h = [], x * 2 - 1
+        for st in self.stages:
+            h = st(h)
+            feats.append(h)
+        return self.head(h).mean((1, 2, 3)), feats
+
+
+class PCLLoss(nn.Module):
+    """PCL-SR (Wu, Jiang and Liu 2023), the SR contrastive paradigm SPN compares with in its Table 5.
+
+    Samples are made in frequency space: positives are the HR patch and ``n_aug`` sharpened copies
+    (sharpness factor drawn from ``sharp_range``: more high frequency than HR); negatives are the bicubic-
+    upsampled LR input and ``n_aug`` HR patches re-degraded by a random Gaussian blur (sigma in
+    ``blur_range``) and bicubic down/up-sampling (hard negatives: right content, missing high frequency).
+    The embedding is a discriminator trained alongside: each call first takes one step on it (BCE, positives
+    real, negatives and the detached output fake), then returns the InfoNCE loss of the output against the
+    samples on the discriminator's normalised features (cosine similarity averaged over positions,
+    temperature ``tau``), averaged over positives and over ``layers``.
+
+    Paper vs code: the released code computes the generator's discriminator features under ``no_grad``
+    and uses raw cosines (``tau=1``); here gradients reach the SR network (otherwise the term does nothing)
+    and ``tau`` is a parameter (default 1 as released). ``adv_weight`` adds the released optional GAN term.
+    """
+
+    def __init__(self, scale: int = 4, n_aug: int = 2, tau: float = 1.0, layers: Sequence[int] = (0, 1, 2),
+                 sharp_range: tuple[float, float] = (2.5, 6.0), blur_range: tuple[float, float] = (0.5, 2.5),
+                 lr: float = 1e-4, adv_weight: float = 0.0, seed: int = 0):
+        super().__init__()
+        self.scale, self.n_aug, self.tau, self.layers = scale, n_aug, tau, tuple(layers)
+        self.sharp_range, self.blur_range, self.adv_weight = sharp_range, blur_range, adv_weight
+        self.embed = PCLEmbedding()
+        self.opt = torch.optim.Adam(self.embed.parameters(), lr=lr, betas=(0.9, 0.999))
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def _u(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=self.gen))
+
+    @torch.no_grad()
+    def samples(self, hr: torch.Tensor, lq: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(positives, negatives), each a list of tensors shaped like ``hr``."""
+        from torchvision.transforms.functional import adjust_sharpness
+        from .data.degrade import bicubic_down, gaussian_blur
+
+        size = hr.shape[-2:]
+        up = F.interpolate(lq, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        pos = [hr] + [adjust_sharpness(hr, self._u(*self.sharp_range)).clamp(0, 1) for _ in range(self.n_aug)]
+        neg = [up]
+        for _ in range(self.n_aug):
+            blurred = gaussian_blur(hr, self._u(*self.blur_range))
+            small = bicubic_down(blurred, self.scale) if self.scale in (2, 3, 4) else blurred
+            neg.append(F.interpolate(small, size=size, mode="bicubic", align_corners=False).clamp(0, 1))
+        return pos, neg
+
+    def info_nce(self, f_out: list[torch.Tensor], f_pos: list[list[torch.Tensor]],
+                 f_neg: list[list[torch.Tensor]]) -> torch.Tensor:
+        total = f_out[0].new_zeros(())
+        for li in self.layers:
+            o = F.normalize(f_out[li], dim=1)
+            sim = lambda f: (o * F.normalize(f[li].detach(), dim=1)).sum(1).mean((1, 2))  # noqa: E731
+            negs = torch.stack([sim(f) for f in f_neg], 1)
+            for fp in f_pos:
+                logits = torch.cat([sim(fp)[:, None], negs], 1) / self.tau
+                total = total + F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+        return total / (len(self.layers) * len(f_pos))
+
+    def forward(self, out: torch.Tensor, batch: dict, model: nn.Module | None = None) -> torch.Tensor:
+        self.embed.to(out.device)
+        pos, neg = self.samples(batch["gt"], batch["lq"])
+        b = out.shape[0]
+        with torch.enable_grad():                                   # 1) discriminator / embedding step
+            self.embed.train()
+            real = self.embed(torch.cat(pos))[0]
+            fake = self.embed(torch.cat(neg + [out.detach()]))[0]
+            d_loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + \
+                F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+            self.opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt.step()
+        self.embed.eval().requires_grad_(False)                     # 2) contrastive term for the SR network
+        with torch.no_grad():
+            feats = self.embed(torch.cat(pos + neg))[1]
+        split = [[f[i * b:(i + 1) * b] for f in feats] for i in range(len(pos) + len(neg))]
+        logit, f_out = self.embed(out)
+        loss = self.info_nce(f_out, split[:len(pos)], split[len(pos):])
+        if self.adv_weight:
+            loss = loss + self.adv_weight * F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
+        self.embed.requires_grad_(True)
+        return loss
+
+    def state_dict(self, *a, **kw):  # the embedding and its optimiser resume with the run
+        return {"embed": self.embed.state_dict(), "opt": self.opt.state_dict(), "gen": self.gen.get_state()}
+
+    def load_state_dict(self, sd, strict: bool = True):
+        self.embed.load_state_dict(sd["embed"], strict)
+        self.opt.load_state_dict(sd["opt"])
+        self.gen.set_state(sd["gen"])
+
+
 def l1(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
     return F.l1_loss(out, batch["gt"])
 

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # SPN — learning from history (Tables 1, 3–9; Figs. 4 and 6)
+# # SPN — learning from history (Tables 1–9; Figs. 4–6)
 # Baseline vs +SPN (EMA history negatives, Eq. 1–4) on the backbones the paper retrains. The smoke profile
 # trains tiny versions for a few dozen steps on offline photos with a **random** VGG: a pipeline check only.
 
@@ -14,9 +14,10 @@ out_dir = "reports/spn"
 import matplotlib.pyplot as plt
 import torch
 from irlib import experiment as ex, spn
-from irlib.losses import LOSSES, ContrastiveRegularization, VGGFeatures
+from irlib.losses import LOSSES, ContrastiveRegularization, PCLLoss, VGGFeatures
 from irlib.models.cnn import EDSR, FFANet, NAFNet
 from irlib.models.dehazeformer import DehazeFormer
+from irlib.models.idt import IDT
 from irlib.models.swinir import SwinIR
 from irlib.results import Results, paired_bootstrap
 
@@ -42,10 +43,14 @@ def make(name):
         return FFANet(1, 2, 16) if small else FFANet()
     if name == "NAFNet":
         return NAFNet(8, (1, 1, 1, 1)) if small else NAFNet()
+    if name == "IDT":
+        return (IDT(img_size=32, embed_dim=4, win_size=2, num_heads=(1, 1, 2, 2, 2, 2, 2, 1, 1), k_bounds=(8, 4, 2, 1),
+                    wtm=(1,) * 9) if small else IDT())
 
-SOURCES = {"srx4": "DIV2K", "haze": "ITS", "blur": "GoPro"}
+SOURCES = {"srx4": "DIV2K", "haze": "ITS", "blur": "GoPro", "rain": "Rain100L-train"}
+PAD = {"NAFNet": 16, "DehazeFormer-T": 4, "IDT": 32 if small else 128}
 
-def run(name, task, pairs, spn_cfg=None, s=0, extra=None, negative="history", frozen=None):
+def run(name, task, pairs, spn_cfg=None, s=0, extra=None, negative="history", frozen=None, train_name=None):
     torch.manual_seed(s)
     m = make(name)
     terms = {"l1": (1.0, LOSSES["l1"])}
@@ -53,17 +58,18 @@ def run(name, task, pairs, spn_cfg=None, s=0, extra=None, negative="history", fr
         terms["spn_neg"] = (-spn_cfg.lam, spn.SPNLoss(m, spn_cfg, embed=vgg, negative=negative, frozen_negative=frozen))
     if extra:
         terms.update(extra)
-    src = ex.train_data(P, SOURCES[task], data_root, train, task)
+    src = ex.train_data(P, train_name or SOURCES[task], data_root, train, task)
     # SR is measured as SR papers do: PSNR/SSIM on Y (BT.601) with the scale cropped from each border
     mkw = {"channel": "y", "crop_border": 4} if task == "srx4" else None
     df, tr = ex.train_eval(m, terms, src, [task], pairs, P, seed + s, device=device, metric_kw=mkw,
-                           pad_to={"NAFNet": 16, "DehazeFormer-T": 4}.get(name, 1))
+                           pad_to=PAD.get(name, 1))
     return df, tr
 
-def pair_rows(table, base, variant, task, pairs, setting="", paper_ds=(), spn_cfg=cfg, base_extra=None):
+def pair_rows(table, base, variant, task, pairs, setting="", paper_ds=(), spn_cfg=cfg, base_extra=None, train_name=None):
     a, b = [], []
     for s in range(P.seeds):
-        a.append(run(base, task, pairs, None, s, base_extra)[0]); b.append(run(base, task, pairs, spn_cfg, s)[0])
+        a.append(run(base, task, pairs, None, s, base_extra, train_name=train_name)[0])
+        b.append(run(base, task, pairs, spn_cfg, s, train_name=train_name)[0])
     a, b = torch.tensor([x.PSNR.tolist() for x in a]).flatten(), torch.tensor([x.PSNR.tolist() for x in b]).flatten()
     d, lo, hi = paired_bootstrap(a.numpy(), b.numpy())
     for pds in paper_ds:
@@ -87,6 +93,25 @@ with ex.skip_missing(R, "Table 3", "FFANet+SPN"):
 with ex.skip_missing(R, "Table 4", "NAFNet+SPN"):
     blur_pairs = ex.eval_pairs(P, "GoPro", "blur", data_root, test)
     pair_rows("Table 4", "NAFNet", "NAFNet+SPN", "blur", blur_pairs, "", ["GoPro"])
+
+# %% Table 2: IDT deraining, retrained per dataset (smoke: one tiny IDT on synthetic rain over the offline photos)
+rain_pairs = None
+for test_name in (["Rain100L"] if small else ["Rain100L", "Rain100H", "DID-test", "DDN", "SPA"]):
+    with ex.skip_missing(R, "Table 2", "IDT+SPN", paper_dataset=test_name):
+        prs = ex.eval_pairs(P, test_name, "rain", data_root, test)
+        paper_name = {"DID-test": "DID"}.get(test_name, test_name)
+        pair_rows("Table 2", "IDT", "IDT+SPN", "rain", prs, "", [paper_name], train_name=f"{test_name.replace('-test', '')}-train")
+        rain_pairs = rain_pairs or prs
+
+# %% Table 5, SR half: EDSR + PCL (PCL-SR's frequency-space samples and jointly trained discriminator embedding).
+# Released recipe: 1*L1 + 5*CL on the 0-255 scale, i.e. 5/255 relative to our L1 on [0, 1].
+with ex.skip_missing(R, "Table 5", "EDSR+PCL", paper_dataset="Urban100"):
+    pcl_pairs = sr_pairs if small else ex.eval_pairs(P, "Urban100", "srx4", data_root, test)
+    for method, s_cfg, extra in (("EDSR", None, None), ("EDSR+PCL", None, {"pcl": (5 / 255, PCLLoss(scale=4, seed=seed))}),
+                                 ("EDSR+SPN", cfg, None)):
+        df_t5, _ = run("EDSR-light", "srx4", pcl_pairs, s_cfg, 0, extra)
+        R.add("Table 5", method, "PSNR", df_t5.PSNR.mean(), setting="task=SISR", dataset=DS or "Urban100", paper_dataset="Urban100",
+              notes="EDSR-light x4 (the paper's EDSR rows equal Table 1's EDSR-light x4), one seed")
 
 # %% Table 6: choice of negative model (SwinIR-light); Tables 7–9: step s, λ and w ablations
 df_none, tr_none = run("SwinIR-light", "srx4", sr_pairs, None, 0)
@@ -119,10 +144,10 @@ for w in ("0", "0.01", "0.1", "0.5", "0.9", "0.999"):
     R.add("Table 9", "EDSR-light+SPN", "PSNR", None if tr.collapsed else df.PSNR.mean(), setting=f"w={w}",
           dataset=DS or "Set14", paper_dataset="Set14", notes="collapsed" if tr.collapsed else "")
 
-# %% Figs. 4 and 6: visual comparison, baseline vs +SPN, with a divergence map |SPN - baseline|
-def visual(name, task, prs, fname, titles):
-    _, tb = run(name, task, prs, None, 0)
-    _, ts = run(name, task, prs, cfg, 0)
+# %% Figs. 4, 5 and 6: visual comparison, baseline vs +SPN, with a divergence map |SPN - baseline|
+def visual(name, task, prs, fname, titles, train_name=None):
+    _, tb = run(name, task, prs, None, 0, train_name=train_name)
+    _, ts = run(name, task, prs, cfg, 0, train_name=train_name)
     lq, gt = prs[0]
     with torch.no_grad():
         ob, os_ = tb.eval_model()(lq[None])[0].clamp(0, 1), ts.eval_model()(lq[None])[0].clamp(0, 1)
@@ -134,6 +159,8 @@ def visual(name, task, prs, fname, titles):
     fig.savefig(f"{out_dir}/{fname}", dpi=80, bbox_inches="tight")
 
 visual("SwinIR-light", "srx4", sr_pairs, "fig4_sr_divergence.png", ("bicubic x4", "HR"))
+if rain_pairs is not None:
+    visual("IDT", "rain", rain_pairs, "fig5_derain_divergence.png", ("rainy", "clean"), train_name="Rain100L-train")
 if haze_pairs is not None:
     visual("FFANet", "haze", haze_pairs, "fig6_dehaze_divergence.png", ("hazy", "clear"))
 

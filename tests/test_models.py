@@ -87,3 +87,56 @@ def test_dehazeformer_sizes_close_to_published_and_soft_reconstruction():
     with torch.no_grad():  # with K = 1 and B = 0 the soft reconstruction returns the input
         m.unembed.weight.zero_(); m.unembed.bias.copy_(torch.tensor([0.0, 0, 0, 0]))
         assert torch.allclose(m(x), x)
+
+
+def test_iat_matches_the_published_0_09M_and_starts_with_an_identity_global_branch():
+    from irlib.models.iat import IAT
+
+    m = IAT()
+    assert count_params(m) == 91_154 and round(count_params(m) / 1e6, 2) == 0.09
+    assert "global_net.generator.attn.q" in m.state_dict() and "local_net.mul_blocks.2.norm1.color" in m.state_dict()
+    x = torch.rand(2, 3, 36, 52)
+    m.eval()  # no stochastic depth, so the two passes below agree
+    gamma, color = m.global_net(x)
+    assert torch.allclose(gamma, torch.ones(2, 1)) and torch.allclose(color, torch.eye(3).expand(2, 3, 3))
+    mul, add = m.local_net(x)
+    y = m(x)
+    assert y.shape == x.shape and torch.allclose(y, (x * mul + add).clamp(1e-8, 1.0))
+    y.mean().backward()
+    assert m.global_net.gamma_linear.weight.grad is not None
+
+
+def test_griddehazenet_counts_and_shapes():
+    from irlib.models.gridnet import GridDehazeNet
+
+    m = GridDehazeNet()
+    assert count_params(m) == 958_051
+    assert round((count_params(m) - m.coefficient.numel()) / 1e6, 3) == 0.956  # the paper's count omits the fusion weights
+    for k in ("rdb_module.2_4.conv_1x1.weight", "downsample_module.1_2.conv2.weight", "upsample_module.0_5.deconv.weight",
+              "rdb_in.residual_dense_layers.3.conv.weight"):
+        assert k in m.state_dict(), k
+    x = torch.rand(1, 3, 30, 22)  # odd-ish sizes: the transposed convs are told the output size
+    assert m(x).shape == x.shape and m(x).min() >= 0
+    with pytest.raises(ValueError, match="even"):
+        GridDehazeNet(width=5)
+
+
+def test_msbdn_has_the_published_31_35M_parameters_and_back_projection_fusion():
+    from irlib.models.msbdn import DFF, MSBDN
+
+    m = MSBDN()
+    assert count_params(m) == 31_353_061 and round(count_params(m) / 1e6, 2) == 31.35
+    for k in ("conv_input.conv2d.weight", "fusion4.up_convs.3.deconv.weight", "fusion_1.down_convs.3.conv.weight",
+              "dehaze.res17.relu.weight", "convd2x.conv2d.weight", "dense_1.2.conv2.conv2d.bias"):
+        assert k in m.state_dict(), k
+    small = MSBDN(base=4, res_blocks=1)
+    x = torch.rand(1, 3, 48, 32)
+    assert small(x).shape == x.shape
+    with pytest.raises(ValueError, match="divisible by 16"):
+        small(torch.rand(1, 3, 40, 40))
+    # a DFF whose earlier feature equals the back-projection of the current one adds nothing
+    dff = DFF(8, 1, encoder=True)
+    cur = torch.rand(1, 8, 4, 4)
+    with torch.no_grad():
+        prev = dff.up_convs[0](cur)
+        assert torch.allclose(dff(cur, [prev]), cur + dff.down_convs[0](torch.zeros_like(prev)))
