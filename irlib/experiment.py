@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import pandas as pd
 import torch
@@ -11,6 +11,9 @@ import torch
 from .data import DatasetError, PairedFolder, PairedPatches, PatchBatches, load_image, make_test_pairs, split_samples
 from .data.datasets import IMAGE_SUFFIXES
 from .train import Trainer, evaluate, seed_everything
+
+if TYPE_CHECKING:
+    from .schedules import Schedule
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,9 @@ class Profile:
 PROFILES = {
     # CPU minutes: tiny models, offline photos, random-initialised feature networks.
     "smoke": Profile("smoke", steps=24, patch=32, batch=4, image_size=64, pretrained=False, seeds=2, lr=1e-3),
-    # Paper-scale: pretrained VGG/DINOv2/BERT/ADM, manifest datasets. Only DiffLoss states its schedule (40K
-    # iterations, set in its notebook); elsewhere 300K steps is our default, not a number from the papers.
+    # Paper-scale: pretrained VGG/DINOv2/BERT/ADM, manifest datasets. DiffLoss states its schedule (40K
+    # iterations, set in its notebook); SPN retrains backbones with their released schedules
+    # (irlib.schedules.ORIGINAL); elsewhere 300K steps is our default, not a number from the papers.
     "full": Profile("full", steps=300_000, patch=128, batch=8, image_size=0, pretrained=True, seeds=3, lr=2e-4),
 }
 
@@ -176,9 +180,12 @@ def train_eval(model: torch.nn.Module, terms: dict, train_imgs: Sequence[torch.T
                test_pairs: Sequence, p: Profile, seed: int, *, forward: Callable | None = None,
                eval_forward: Callable | None = None, steps: int | None = None, device: str = "cpu",
                pad_to: int = 8, metric_kw: dict | None = None, ckpt_dir: str | Path | None = None,
-               lr: float | None = None) -> tuple[pd.DataFrame, Trainer]:
+               lr: float | None = None, schedule: "Schedule | None" = None) -> tuple[pd.DataFrame, Trainer]:
     """Train ``model`` with ``terms`` on patches of ``train_imgs`` degraded by ``tasks``, then evaluate on
-    ``test_pairs``. Returns per-image metrics (with a ``collapsed`` flag) and the trainer."""
+    ``test_pairs``. Returns per-image metrics (with a ``collapsed`` flag) and the trainer.
+
+    ``schedule`` (an :class:`irlib.schedules.Schedule`) replaces the profile's steps, batch, patch, learning
+    rate and optimiser with a backbone's original ones (and turns off our default gradient clipping)."""
     seed_everything(seed)
     if ckpt_dir is None and _CKPT["root"] is not None:
         ckpt_dir = _CKPT["root"] / f"run-{_CKPT['count']:03d}-{type(model).__name__}"
@@ -188,10 +195,16 @@ def train_eval(model: torch.nn.Module, terms: dict, train_imgs: Sequence[torch.T
         batches.seed = seed
     else:
         batches = PatchBatches(list(train_imgs), p.patch, p.batch, tuple(tasks), seed=seed)
-    n = steps or p.steps
-    tr = Trainer(model, batches, terms, lr=lr or p.lr, device=device, forward=forward, on_collapse="stop",
+    opt: dict = {"lr": lr or p.lr, "grad_clip": 1.0}
+    if schedule is not None:
+        for src in getattr(batches, "sources", [batches]):
+            src.patch, src.batch_size = schedule.patch, schedule.batch
+        opt = {"lr": schedule.lr, "grad_clip": None, "optimizer": schedule.optimizer, "betas": schedule.betas,
+               "weight_decay": schedule.weight_decay, "scheduler": schedule.scheduler, "ema_decay": schedule.ema}
+    n = steps or (schedule.steps if schedule else p.steps)
+    tr = Trainer(model, batches, terms, device=device, forward=forward, on_collapse="stop",
                  progress=p.name != "smoke", ckpt_dir=ckpt_dir, ckpt_every=max(1, min(2000, n // 4)) if ckpt_dir else 0,
-                 grad_clip=1.0)
+                 **opt)
     tr.fit(n)
     df = evaluate(tr.eval_model(), test_pairs, forward=eval_forward or forward, device=device, pad_to=pad_to,
                   metric_kw=metric_kw)

@@ -269,4 +269,10 @@ def mse(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
     return F.mse_loss(out, batch["gt"])
 
 
-LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse}
+def psnr_loss(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
+    """NAFNet's PSNR loss: the negative PSNR in dB (images in [0, 1]), i.e. 10*log10(MSE) per image, averaged."""
+    mse_i = (out - batch["gt"]).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(mse_i + 1e-8).mean()
+
+
+LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "psnr": psnr_loss}

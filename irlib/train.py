@@ -86,6 +86,7 @@ class Trainer:
     lr: float = 2e-4
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+    optimizer: str = "adam"  # or "adamw" (decoupled weight decay)
     grad_clip: float | None = None
     amp: str | None = None
     ema_decay: float | None = None
@@ -114,7 +115,10 @@ class Trainer:
             if hasattr(self.batches, "rank"):
                 self.batches.rank = self.rank
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay,
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be adam or adamw, got {self.optimizer!r}")
+        opt_cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+        self.opt = opt_cls(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay,
                                     fused=self.device.startswith("cuda") or None)  # one kernel per step on GPU
         self.sched = self.scheduler(self.opt) if self.scheduler else None
         self.ema = EMA(self.model, self.ema_decay) if self.ema_decay else None

@@ -2,6 +2,8 @@
 # # SPN — learning from history (Tables 1–9; Figs. 4–6)
 # Baseline vs +SPN (EMA history negatives, Eq. 1–4) on the backbones the paper retrains. The smoke profile
 # trains tiny versions for a few dozen steps on offline photos with a **random** VGG: a pipeline check only.
+# The full profile retrains each backbone with its released schedule (`irlib.schedules.ORIGINAL`, as SPN
+# does: "original configurations"); IDT's is unpublished, so it uses the profile's defaults.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -20,6 +22,7 @@ from irlib.models.dehazeformer import DehazeFormer
 from irlib.models.idt import IDT
 from irlib.models.swinir import SwinIR
 from irlib.results import Results, paired_bootstrap
+from irlib.schedules import ORIGINAL
 
 P = ex.get_profile(profile)
 R = Results("spn", P.name, P.weights, out_dir)
@@ -53,7 +56,9 @@ PAD = {"NAFNet": 16, "DehazeFormer-T": 4, "IDT": 32 if small else 128}
 def run(name, task, pairs, spn_cfg=None, s=0, extra=None, negative="history", frozen=None, train_name=None):
     torch.manual_seed(s)
     m = make(name)
-    terms = {"l1": (1.0, LOSSES["l1"])}
+    sched = None if small else ORIGINAL.get(name)  # full: the backbone's released schedule (IDT: none published)
+    rec = sched.rec if sched else "l1"
+    terms = {rec: (1.0, LOSSES[rec])}
     if spn_cfg is not None:
         terms["spn_neg"] = (-spn_cfg.lam, spn.SPNLoss(m, spn_cfg, embed=vgg, negative=negative, frozen_negative=frozen))
     if extra:
@@ -62,7 +67,7 @@ def run(name, task, pairs, spn_cfg=None, s=0, extra=None, negative="history", fr
     # SR is measured as SR papers do: PSNR/SSIM on Y (BT.601) with the scale cropped from each border
     mkw = {"channel": "y", "crop_border": 4} if task == "srx4" else None
     df, tr = ex.train_eval(m, terms, src, [task], pairs, P, seed + s, device=device, metric_kw=mkw,
-                           pad_to=PAD.get(name, 1))
+                           pad_to=PAD.get(name, 1), schedule=sched)
     return df, tr
 
 def pair_rows(table, base, variant, task, pairs, setting="", paper_ds=(), spn_cfg=cfg, base_extra=None, train_name=None):

@@ -140,3 +140,22 @@ def test_msbdn_has_the_published_31_35M_parameters_and_back_projection_fusion():
     with torch.no_grad():
         prev = dff.up_convs[0](cur)
         assert torch.allclose(dff(cur, [prev]), cur + dff.down_convs[0](torch.zeros_like(prev)))
+
+
+def test_efderain_filter_equals_a_dilated_depthwise_conv_for_constant_kernels():
+    from irlib.models.efderain import EfDeRain, dilated_pixel_filter
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 12, 10, generator=g)
+    w = torch.randn(3, 1, 3, 3, generator=g)
+    per_pixel = w.view(1, 3, 9, 1, 1).expand(2, 3, 9, 12, 10)
+    for rate in (1, 2, 3, 4):
+        ref = torch.nn.functional.conv2d(x, w, padding=rate, dilation=rate, groups=3)
+        assert torch.allclose(dilated_pixel_filter(x, per_pixel, rate), ref, atol=1e-6)
+    m = EfDeRain()
+    assert count_params(m) == 27_395_406  # the release's defaults; we know no published count to compare
+    assert "conv8.conv1.4.weight" in m.state_dict() and m.outc.out_channels == 27
+    small = EfDeRain(widths=(8, 8, 16, 16, 16))
+    assert small.kernels(torch.rand(1, 3, 32, 48)).shape == (1, 3, 9, 32, 48)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        small(torch.rand(1, 3, 20, 32))
