@@ -59,35 +59,39 @@ def time_variant(make_model: Callable[[], torch.nn.Module], make_terms: Callable
             "steps": steps}
 
 
-def spn_costs(images, device: str = "cpu", scale: str = "tiny", steps: int = 10, seed: int = 0) -> list[dict]:
-    """L1 vs L1 + SPN (4 history negatives, sequential loop and vmap), EDSR-light x4."""
+def spn_costs(images, device: str = "cpu", scale: str = "tiny", steps: int = 10, seed: int = 0,
+              backbone: str = "edsr") -> list[dict]:
+    """L1 vs L1 + SPN (4 history negatives, sequential loop and vmap): EDSR-light x4 (batch 16, 48-px LR
+    patches) or ``backbone="idt"`` (IDT deraining, batch 8 at 128 px; IDT's own batch is unpublished)."""
     paper = scale == "paper"
-    make = (lambda: EDSR(4)) if paper else (lambda: EDSR(4, 16, 2))
-    patch, batch = (192, 16) if paper else (32, 4)
-    data = _fixed_batch(images, "srx4", patch, batch, device, seed)
+    if backbone == "idt":
+        from .models.idt import IDT
+
+        make = IDT if paper else (lambda: IDT(img_size=32, embed_dim=4, win_size=2, num_heads=(1, 1, 2, 2, 2, 2, 2, 1, 1),
+                                              k_bounds=(8, 4, 2, 1), wtm=(1,) * 9))
+        task, (patch, batch) = "rain", ((128, 8) if paper else (32, 4))
+    else:
+        make = (lambda: EDSR(4)) if paper else (lambda: EDSR(4, 16, 2))
+        task, (patch, batch) = "srx4", ((192, 16) if paper else (32, 4))
+    data = _fixed_batch(images, task, patch, batch, device, seed)
     vgg = VGGFeatures(pretrained=False)
     cfg = spn.SPNConfig(steps=(1, 2, 3, 4))  # all four copies change often; cost does not depend on s
-    rows = [{"paper": "spn", "variant": "L1", **time_variant(make, lambda m: {"l1": (1.0, LOSSES["l1"])}, data, device, steps)}]
+    tag = "spn" if backbone == "edsr" else f"spn-{backbone}"
+    rows = [{"paper": tag, "variant": "L1", **time_variant(make, lambda m: {"l1": (1.0, LOSSES["l1"])}, data, device, steps)}]
     for batched in (False, True):
         def terms(m, batched=batched):
             return {"l1": (1.0, LOSSES["l1"]), "spn": (-cfg.lam, spn.SPNLoss(m, cfg, embed=vgg, batched=batched))}
-        rows.append({"paper": "spn", "variant": f"L1 + SPN (4 neg, {'vmap' if batched else 'loop'})",
+        rows.append({"paper": tag, "variant": f"L1 + SPN (4 neg, {'vmap' if batched else 'loop'})",
                      **time_variant(make, terms, data, device, steps)})
     return rows
 
 
-def diffloss_costs(images, device: str = "cpu", scale: str = "tiny", steps: int = 10, seed: int = 0,
-                   compile: bool = False) -> list[dict]:
-    """L2 vs L2 + DiffLoss (fp32, bf16 autocast, bf16 + channels_last, gradient checkpointing), NAFNet.
-
-    ``compile=True`` wraps the restorer and the UNet in ``torch.compile`` (fuses the memory-bound
-    normalisation/activation chains, which dominate these networks at 256 px)."""
+def diffloss_costs(images, device: str = "cpu", scale: str = "tiny", steps: int = 10, seed: int = 0) -> list[dict]:
+    """L2 vs L2 + DiffLoss (fp32, bf16 autocast, bf16 + channels_last, gradient checkpointing, bf16 weights),
+    NAFNet. The UNet is converted to bf16 weights last (in place)."""
     paper = scale == "paper"
     unet = dl.ADMUNet(dl.ADM_256_UNCOND if paper else dl.ADM_TINY).eval().requires_grad_(False).to(device)
-    arch = (lambda: NAFNet(32)) if paper else (lambda: NAFNet(8, (1, 1, 1, 1)))
-    make = (lambda: torch.compile(arch())) if compile else arch
-    if compile:
-        unet = torch.compile(unet)
+    make = (lambda: NAFNet(32)) if paper else (lambda: NAFNet(8, (1, 1, 1, 1)))
     patch, batch = (256, 4) if paper else (32, 4)
     data = _fixed_batch(images, "haze", patch, batch, device, seed)
     rows = [{"paper": "diffloss", "variant": "L2", **time_variant(make, lambda m: {"l2": (1.0, LOSSES["mse"])}, data, device, steps)}]
@@ -96,32 +100,27 @@ def diffloss_costs(images, device: str = "cpu", scale: str = "tiny", steps: int 
                 ("L2 + DiffLoss (fp32, checkpointing)", {}, True), ("L2 + DiffLoss (bf16 weights)", {}, False))
     for label, kw, ckpt in variants:
         if "bf16 weights" in label:
-            getattr(unet, "_orig_mod", unet).to_compute_dtype(torch.bfloat16)  # last: converts in place
-        if compile and ckpt:
-            continue  # checkpointing inside a compiled graph is a different experiment
-        base_unet = getattr(unet, "_orig_mod", unet)
-        base_unet.checkpoint = ckpt
+            unet.to_compute_dtype(torch.bfloat16)  # last: converts in place
+        unet.checkpoint = ckpt
         if not kw.get("channels_last"):
             unet.to(memory_format=torch.contiguous_format)
 
         def terms(m, kw=kw):
             return {"l2": (1.0, LOSSES["mse"]), "dl": (0.001, dl.DiffLoss(unet, **kw))}
         rows.append({"paper": "diffloss", "variant": label, **time_variant(make, terms, data, device, steps)})
-    getattr(unet, "_orig_mod", unet).checkpoint = False
-    if compile:
-        for r in rows:
-            r["variant"] += " [compiled]"
+    unet.checkpoint = False
     return rows
 
 
-def run(images, device: str = "cpu", scale: str = "tiny", steps: int = 10, which=("spn", "diffloss"),
-        compile: bool = False) -> pd.DataFrame:
+def run(images, device: str = "cpu", scale: str = "tiny", steps: int = 10, which=("spn", "diffloss")) -> pd.DataFrame:
     """All benchmarks as one table with ``ratio_to_base`` (each paper's first row is its baseline)."""
     rows = []
     if "spn" in which:
         rows += spn_costs(images, device, scale, steps)
+    if "spn-idt" in which:
+        rows += spn_costs(images, device, scale, steps, backbone="idt")
     if "diffloss" in which:
-        rows += diffloss_costs(images, device, scale, steps, compile=compile)
+        rows += diffloss_costs(images, device, scale, steps)
     df = pd.DataFrame(rows)
     df["ratio_to_base"] = df.s_per_step / df.groupby("paper").s_per_step.transform("first")
     df["device"] = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu x{torch.get_num_threads()}"
@@ -134,15 +133,14 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--scale", choices=("tiny", "paper"), default="tiny")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--only", nargs="*", default=("spn", "diffloss"))
+    ap.add_argument("--only", nargs="*", default=("spn", "diffloss"), help="spn, spn-idt, diffloss")
     ap.add_argument("--out", default=None, help="CSV file for the table")
-    ap.add_argument("--compile", action="store_true", help="torch.compile restorer and UNet (DiffLoss rows)")
     a = ap.parse_args(argv)
     from .data import sample_images
 
     if a.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels (as training would)
-    df = run(list(sample_images(256).values()), a.device, a.scale, a.steps, a.only, compile=a.compile)
+    df = run(list(sample_images(256).values()), a.device, a.scale, a.steps, a.only)
     pd.set_option("display.width", 200)
     print(df.to_string(index=False))
     if a.out:

@@ -35,4 +35,4 @@ df[["paper", "variant", "s_per_step", "ratio_to_base", "peak_gib"]]
 
 # %% Paper-scale measurements on one NVIDIA H100 (2026-11-23, stored with the package; not re-measured here)
 h100 = pd.read_csv(resources.files("irlib") / "resources/measurements/bench_h100.csv")
-h100[h100.scale == "paper"].pivot_table(index="variant", columns="run", values="ratio_to_base", sort=False)
+h100[h100.scale == "paper"].pivot_table(index=["paper", "variant"], columns="run", values="ratio_to_base", sort=False)

@@ -69,13 +69,15 @@ def test_ddp_under_torchrun(tmp_path):
         g = [torch.zeros_like(w) for _ in range(2)]
         torch.distributed.all_gather(g, w)
         assert torch.allclose(g[0], g[1]), "DDP replicas diverged"
-        print("rank", os.environ["RANK"], "ok", t.batches.rank)
+        with open(os.path.join(os.environ["DDP_OUT"], "rank" + os.environ["RANK"]), "w") as f:
+            f.write(f"ok {t.batches.rank}")  # one file per rank: printed lines from two processes interleave
         torch.distributed.destroy_process_group()
     """))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(script)],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "DDP_OUT": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "ok 0" in r.stdout and "ok 1" in r.stdout  # both ranks finished (lines may interleave)
+    assert [(tmp_path / f"rank{i}").read_text() for i in (0, 1)] == ["ok 0", "ok 1"]  # both ranks finished, each its shard
 
 
 def test_bf16_autocast_on_cpu_trains(tmp_path):
