@@ -12,7 +12,6 @@ Run on a GPU with ``python -m irlib.bench --device cuda --scale paper --out benc
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Callable
 
 import pandas as pd
@@ -22,18 +21,13 @@ from . import diffloss as dl, spn
 from .data import PatchBatches
 from .losses import LOSSES, VGGFeatures
 from .models.cnn import EDSR, NAFNet
-from .train import Trainer
+from .train import Trainer, time_steps
 
 
 def _fixed_batch(images, task: str, patch: int, batch: int, device: str, seed: int) -> Callable[[int], dict]:
     b = PatchBatches(images, patch, batch, (task,), seed=seed)(0)
     b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()}
     return lambda step: b
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def time_variant(make_model: Callable[[], torch.nn.Module], make_terms: Callable[[torch.nn.Module], dict],
@@ -43,18 +37,12 @@ def time_variant(make_model: Callable[[], torch.nn.Module], make_terms: Callable
     torch.manual_seed(seed)
     model = make_model()
     tr = Trainer(model, batches, make_terms(model), device=device, progress=False, amp=amp)
+    cuda = device.startswith("cuda")
     tr.fit(warmup)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        tr.fit(tr.step + 1)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    s = pd.Series(times)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device.startswith("cuda") else float("nan")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()  # peak of the timed steps only
+    s = pd.Series(time_steps(tr, steps, warmup=0))
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else float("nan")
     return {"s_per_step": float(s.median()), "s_mean": float(s.mean()), "s_min": float(s.min()), "peak_gib": peak,
             "steps": steps}
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .data import DatasetError, degrade, load_image
 from .losses import imagenet_normalize
-from .train import atomic_save
+from .train import atomic_save, padded_forward
 
 
 @dataclass(frozen=True)
@@ -142,10 +142,5 @@ def top1(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int 
 def restore(model: nn.Module, images: torch.Tensor, batch: int = 8, device: str = "cpu", pad_to: int = 16) -> torch.Tensor:
     """Run a restorer over a stack of images (reflect-padded to a multiple of ``pad_to``), clamped to [0, 1]."""
     model.eval().to(device)
-    h, w = images.shape[-2:]
-    ph, pw = (-h) % pad_to, (-w) % pad_to
-    outs = []
-    for i in range(0, len(images), batch):
-        x = F.pad(images[i:i + batch].to(device), (0, pw, 0, ph), mode="reflect")
-        outs.append(model(x)[..., :h, :w].clamp(0, 1).cpu())
-    return torch.cat(outs)
+    return torch.cat([padded_forward(model, images[i:i + batch].to(device), pad_to).clamp(0, 1).cpu()
+                      for i in range(0, len(images), batch)])

@@ -107,7 +107,8 @@ class PerceptualLoss(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """Small PatchGAN discriminator for the adversarial-loss baseline (DiffLoss Table 3)."""
+    """Small PatchGAN discriminator: the adversarial-loss baseline (DiffLoss Table 3) and PCL-SR's embedding.
+    ``features=True`` also returns the activation after each strided stage."""
 
     def __init__(self, ch: int = 32, n: int = 3):
         super().__init__()
@@ -119,8 +120,13 @@ class PatchDiscriminator(nn.Module):
         layers += [nn.Conv2d(c, 1, 3, 1, 1)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x):
-        return self.net(x * 2 - 1)
+    def forward(self, x, features: bool = False):
+        h, feats = x * 2 - 1, []
+        for layer in self.net:
+            h = layer(h)
+            if isinstance(layer, nn.LeakyReLU):
+                feats.append(h)
+        return (h, feats) if features else h
 
 
 class AdversarialLoss(nn.Module):
@@ -146,30 +152,6 @@ class AdversarialLoss(nn.Module):
         return g
 
 
-class PCLEmbedding(nn.Module):
-    """PCL-SR's embedding network: a small strided-conv discriminator (the SR-GAN layout of EDSR's code,
-    reduced) whose intermediate activations are the contrastive features and whose last layer is a
-    real/fake logit. Trained jointly with the SR network."""
-
-    def __init__(self, ch: int = 32, depth: int = 4):
-        super().__init__()
-        self.stages = nn.ModuleList()
-        c_in = 3
-        for i in range(depth):
-            c = ch * 2 ** i
-            self.stages.append(nn.Sequential(nn.Conv2d(c_in, c, 3, 1, 1), nn.LeakyReLU(0.2, True),
-                                             nn.Conv2d(c, c, 3, 2, 1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2, True)))
-            c_in = c
-        self.head = nn.Conv2d(c_in, 1, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        feats, h = [], x * 2 - 1
-        for st in self.stages:
-            h = st(h)
-            feats.append(h)
-        return self.head(h).mean((1, 2, 3)), feats
-
-
 class PCLLoss(nn.Module):
     """PCL-SR (Wu, Jiang and Liu 2023), the SR contrastive paradigm SPN compares with in its Table 5.
 
@@ -177,8 +159,9 @@ class PCLLoss(nn.Module):
     (sharpness factor drawn from ``sharp_range``: more high frequency than HR); negatives are the bicubic-
     upsampled LR input and ``n_aug`` HR patches re-degraded by a random Gaussian blur (sigma in
     ``blur_range``) and bicubic down/up-sampling (hard negatives: right content, missing high frequency).
-    The embedding is a discriminator trained alongside: each call first takes one step on it (BCE, positives
-    real, negatives and the detached output fake), then returns the InfoNCE loss of the output against the
+    The embedding is a discriminator (:class:`PatchDiscriminator`) trained alongside: each call first takes
+    one step on it (BCE on its mean patch logit, positives real, negatives and the detached output fake), then
+    returns the InfoNCE loss of the output against the
     samples on the discriminator's normalised features (cosine similarity averaged over positions,
     temperature ``tau``), averaged over positives and over ``layers``.
 
@@ -193,7 +176,7 @@ class PCLLoss(nn.Module):
         super().__init__()
         self.scale, self.n_aug, self.tau, self.layers = scale, n_aug, tau, tuple(layers)
         self.sharp_range, self.blur_range, self.adv_weight = sharp_range, blur_range, adv_weight
-        self.embed = PCLEmbedding()
+        self.embed = PatchDiscriminator()
         self.opt = torch.optim.Adam(self.embed.parameters(), lr=lr, betas=(0.9, 0.999))
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -233,19 +216,19 @@ class PCLLoss(nn.Module):
         pos, neg = self.samples(batch["gt"], batch["lq"])
         b = out.shape[0]
         with torch.enable_grad():                                   # 1) discriminator / embedding step
-            self.embed.train()
-            real = self.embed(torch.cat(pos))[0]
-            fake = self.embed(torch.cat(neg + [out.detach()]))[0]
+            real = self.embed(torch.cat(pos)).mean((1, 2, 3))
+            fake = self.embed(torch.cat(neg + [out.detach()])).mean((1, 2, 3))
             d_loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + \
                 F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
             self.opt.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt.step()
-        self.embed.eval().requires_grad_(False)                     # 2) contrastive term for the SR network
+        self.embed.requires_grad_(False)                            # 2) contrastive term for the SR network
         with torch.no_grad():
-            feats = self.embed(torch.cat(pos + neg))[1]
+            feats = self.embed(torch.cat(pos + neg), features=True)[1]
         split = [[f[i * b:(i + 1) * b] for f in feats] for i in range(len(pos) + len(neg))]
-        logit, f_out = self.embed(out)
+        logit, f_out = self.embed(out, features=True)
+        logit = logit.mean((1, 2, 3))
         loss = self.info_nce(f_out, split[:len(pos)], split[len(pos):])
         if self.adv_weight:
             loss = loss + self.adv_weight * F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))

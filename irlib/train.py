@@ -223,6 +223,17 @@ class Trainer:
         return (self.ema.model if self.ema else self.model).eval()
 
 
+def padded_forward(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pad_to: int,
+                   out_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """``run(x)`` with ``x`` reflect-padded (bottom/right) to a multiple of ``pad_to``, the output cropped to
+    ``out_size`` (default: the input's size; pass the target size for super-resolution)."""
+    h, w = out_size or x.shape[-2:]
+    ph, pw = (-x.shape[-2]) % pad_to, (-x.shape[-1]) % pad_to
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
+    return run(x)[..., :h, :w]
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, pairs, *, forward: Callable | None = None, device: str = "cpu",
              metric_kw: dict | None = None, pad_to: int = 1) -> pd.DataFrame:
@@ -235,28 +246,28 @@ def evaluate(model: torch.nn.Module, pairs, *, forward: Callable | None = None, 
     model.eval().to(device)
     rows = []
     for k, (lq, gt) in enumerate(pairs):
-        x = lq[None].to(device)
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % pad_to, (-w) % pad_to
-        if ph or pw:
-            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
-        y = forward(model, {"lq": x, "index": k}) if forward else model(x)
-        y = y[..., : gt.shape[-2], : gt.shape[-1]].clamp(0, 1).float().cpu()
+        run = (lambda x, k=k: forward(model, {"lq": x, "index": k})) if forward else model
+        y = padded_forward(run, lq[None].to(device), pad_to, gt.shape[-2:]).clamp(0, 1).float().cpu()
         m = measure(y, gt[None], **(metric_kw or {}))
         rows.append({"image": k, "PSNR": float(m["PSNR"][0]), "SSIM": float(m["SSIM"][0])})
     return pd.DataFrame(rows)
 
 
-def time_steps(trainer: Trainer, n: int = 10, warmup: int = 2) -> float:
-    """Mean wall-clock seconds per training step over ``n`` steps after ``warmup`` (synchronising CUDA)."""
+def time_steps(trainer: Trainer, n: int = 10, warmup: int = 2) -> list[float]:
+    """Wall-clock seconds of each of ``n`` training steps after ``warmup`` steps (synchronising CUDA around
+    each, so every step's device work is inside its own interval)."""
     import time
 
+    cuda = trainer.device.startswith("cuda")
     trainer.progress = False
     trainer.fit(trainer.step + warmup)
-    if trainer.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    trainer.fit(trainer.step + n)
-    if trainer.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n
+    times = []
+    for _ in range(n):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        trainer.fit(trainer.step + 1)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times
