@@ -129,6 +129,22 @@ class PatchDiscriminator(nn.Module):
         return (h, feats) if features else h
 
 
+class frozen:
+    """Context manager: ``module``'s parameters take no gradient inside (the generator's term of a GAN-style
+    loss), and are trainable again afterwards, also when the body raises."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __enter__(self):
+        self.module.requires_grad_(False)
+        return self.module
+
+    def __exit__(self, *exc):
+        self.module.requires_grad_(True)
+        return False
+
+
 class AdversarialLoss(nn.Module):
     """Least-squares GAN generator loss with its own PatchGAN discriminator. Each call first takes one
     discriminator step on (gt, out.detach()), then returns the generator term for the restorer."""
@@ -146,10 +162,8 @@ class AdversarialLoss(nn.Module):
             self.opt.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt.step()
-        self.d.requires_grad_(False)
-        g = ((self.d(out) - 1) ** 2).mean()
-        self.d.requires_grad_(True)
-        return g
+        with frozen(self.d):
+            return ((self.d(out) - 1) ** 2).mean()
 
 
 class PCLLoss(nn.Module):
@@ -223,16 +237,15 @@ class PCLLoss(nn.Module):
             self.opt.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt.step()
-        self.embed.requires_grad_(False)                            # 2) contrastive term for the SR network
-        with torch.no_grad():
+        with torch.no_grad():                                       # 2) contrastive term for the SR network
             feats = self.embed(torch.cat(pos + neg), features=True)[1]
         split = [[f[i * b:(i + 1) * b] for f in feats] for i in range(len(pos) + len(neg))]
-        logit, f_out = self.embed(out, features=True)
+        with frozen(self.embed):
+            logit, f_out = self.embed(out, features=True)
         logit = logit.mean((1, 2, 3))
         loss = self.info_nce(f_out, split[:len(pos)], split[len(pos):])
         if self.adv_weight:
             loss = loss + self.adv_weight * F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
-        self.embed.requires_grad_(True)
         return loss
 
     def state_dict(self, *a, **kw):  # the embedding and its optimiser resume with the run

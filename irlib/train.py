@@ -119,7 +119,7 @@ class Trainer:
             raise ValueError(f"optimizer must be adam or adamw, got {self.optimizer!r}")
         opt_cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
         self.opt = opt_cls(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay,
-                                    fused=self.device.startswith("cuda") or None)  # one kernel per step on GPU
+                           fused=self.device.startswith("cuda") or None)  # one kernel per step on GPU
         self.sched = self.scheduler(self.opt) if self.scheduler else None
         self.ema = EMA(self.model, self.ema_decay) if self.ema_decay else None
         self.scaler = torch.amp.GradScaler(enabled=(self.amp == "fp16"))

@@ -27,6 +27,7 @@ from irlib.models.iat import IAT
 from irlib.models.msbdn import MSBDN
 from irlib.metrics import lpips
 from irlib.results import Results, paired_bootstrap
+from irlib.train import padded_forward
 
 P = ex.get_profile(profile)
 small = P.name == "smoke"
@@ -101,7 +102,8 @@ for name, extra in [("L1 Loss (MSBDN)", {"l1": (1.0, LOSSES["l1"])}),
                     ("DiffLoss (MSBDN)", {"diffloss": (GAMMA, dl.DiffLoss(unet, LAM))})]:
     df, model = fit("haze", extra, arch="MSBDN")
     with torch.no_grad():
-        lp = float(torch.cat([lpips(model(lq[None]).clamp(0, 1), gt[None], pretrained=P.pretrained) for lq, gt in pairs_for("haze")]).mean())
+        lp = float(torch.cat([lpips(padded_forward(model, lq[None], 16).clamp(0, 1), gt[None], pretrained=P.pretrained)
+                              for lq, gt in pairs_for("haze")]).mean())
     for metric, v in (("PSNR", df.PSNR.mean()), ("SSIM", df.SSIM.mean()), ("LPIPS", lp)):
         R.add("Table 3", name, metric, v, setting="trained from scratch; best of first 40K iterations",
               dataset="offline-photos" if small else "Dense-Haze", paper_dataset="Dense-Haze",
@@ -116,7 +118,7 @@ for label, target, setting in [("a (GridNet)", "x0", "ablation a: constraint on 
                                ("c (GridNet)", "eps", "ablation c: final setting (ours; constraint on predicted noise)")]:
     df, model = fit("haze", {"diffloss": (GAMMA, dl.DiffLoss(unet, LAM, target=target))}, arch="GridNet")
     with torch.no_grad():
-        restored = torch.stack([model(lq[None])[0].clamp(0, 1) for lq, _ in haze4])
+        restored = torch.stack([padded_forward(model, lq[None], 16)[0].clamp(0, 1) for lq, _ in haze4])
     fid = frechet_distance(inception_features(restored, P.pretrained), clean_feats)
     for metric, v in (("PSNR", df.PSNR.mean()), ("SSIM", df.SSIM.mean()), ("FID", fid)):
         R.add("Table 4", label, metric, v, setting=setting, dataset="offline-photos" if small else "Dense-Haze",
