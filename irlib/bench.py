@@ -20,7 +20,8 @@ import torch
 from . import diffloss as dl, spn
 from .data import PatchBatches
 from .losses import LOSSES, VGGFeatures
-from .models.cnn import EDSR, NAFNet
+from .models.edsr import EDSR
+from .models.nafnet import NAFNet
 from .train import Trainer, time_steps
 
 

@@ -20,7 +20,8 @@ import torch
 import torchvision
 from irlib import diffloss as dl, experiment as ex
 from irlib.losses import LOSSES, AdversarialLoss, PerceptualLoss
-from irlib.models.cnn import FFANet, NAFNet
+from irlib.models.ffanet import FFANet
+from irlib.models.nafnet import NAFNet
 from irlib.models.efderain import EfDeRain
 from irlib.models.gridnet import GridDehazeNet
 from irlib.models.iat import IAT

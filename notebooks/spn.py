@@ -17,7 +17,9 @@ import matplotlib.pyplot as plt
 import torch
 from irlib import experiment as ex, spn
 from irlib.losses import LOSSES, ContrastiveRegularization, PCLLoss, VGGFeatures
-from irlib.models.cnn import EDSR, FFANet, NAFNet
+from irlib.models.edsr import EDSR
+from irlib.models.ffanet import FFANet
+from irlib.models.nafnet import NAFNet
 from irlib.models.dehazeformer import DehazeFormer
 from irlib.models.idt import IDT
 from irlib.models.swinir import SwinIR

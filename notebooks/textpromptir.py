@@ -19,7 +19,7 @@ import torch
 from sklearn.manifold import TSNE
 from irlib import experiment as ex
 from irlib.losses import LOSSES
-from irlib.models.cnn import count_params
+from irlib.models import count_params
 from irlib.models.restormer import TINY
 from irlib.results import Results
 from irlib.textprompt import TextEncoder, TextPromptIR, prompts_for, text_forward

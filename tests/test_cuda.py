@@ -9,7 +9,8 @@ import torch
 from irlib import diffloss as dl, metrics, spn
 from irlib.data import PatchBatches, split_samples
 from irlib.losses import LOSSES, VGGFeatures
-from irlib.models.cnn import EDSR, NAFNet
+from irlib.models.edsr import EDSR
+from irlib.models.nafnet import NAFNet
 from irlib.train import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

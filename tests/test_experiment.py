@@ -56,7 +56,7 @@ def test_missing_data_is_a_clear_error_and_skippable(tmp_path):
 
 def test_enable_checkpoints_makes_notebook_reruns_resume(tmp_path):
     from irlib.losses import LOSSES
-    from irlib.models.cnn import NAFNet
+    from irlib.models.nafnet import NAFNet
 
     p = ex.get_profile("smoke")
     train, test = ex.offline_split(p)

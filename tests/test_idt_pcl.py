@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from irlib.losses import PCLLoss
-from irlib.models.cnn import count_params
+from irlib.models import count_params
 from irlib.models.idt import IDT, STMBlock, WTMBlock, _clipped_index
 
 TINY = dict(img_size=32, embed_dim=4, win_size=2, num_heads=(1, 1, 2, 2, 2, 2, 2, 1, 1), k_bounds=(8, 4, 2, 1), wtm=(1,) * 9)

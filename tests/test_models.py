@@ -2,7 +2,10 @@ import pytest
 import torch
 
 from irlib.diffloss import ADM_256_UNCOND, ADMUNet
-from irlib.models.cnn import EDSR, FFANet, NAFNet, count_params
+from irlib.models.edsr import EDSR
+from irlib.models.ffanet import FFANet
+from irlib.models.nafnet import NAFNet
+from irlib.models import count_params
 from irlib.models.restormer import TINY, Restormer
 from irlib.textprompt import TextPromptIR
 

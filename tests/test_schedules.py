@@ -6,7 +6,7 @@ import torch
 
 from irlib import experiment as ex, metrics
 from irlib.losses import LOSSES
-from irlib.models.cnn import NAFNet
+from irlib.models.nafnet import NAFNet
 from irlib.schedules import ORIGINAL, Schedule
 
 

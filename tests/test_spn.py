@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from irlib import spn
-from irlib.models.cnn import EDSR
+from irlib.models.edsr import EDSR
 
 
 def test_history_follows_equation_1():

@@ -8,7 +8,7 @@ import torch
 
 from irlib.data import PatchBatches, sample_images
 from irlib.losses import LOSSES
-from irlib.models.cnn import NAFNet
+from irlib.models.nafnet import NAFNet
 from irlib.train import Trainer, TrainingCollapsed
 
 
@@ -59,7 +59,7 @@ def test_ddp_under_torchrun(tmp_path):
         import torch, os
         from irlib.data import PatchBatches, sample_images
         from irlib.losses import LOSSES
-        from irlib.models.cnn import NAFNet
+        from irlib.models.nafnet import NAFNet
         from irlib.train import Trainer
         torch.manual_seed(0)
         t = Trainer(NAFNet(4, (1,)), PatchBatches(list(sample_images(32).values()), 16, 2, ("noise25",)),
