@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -144,3 +145,29 @@ def restore(model: nn.Module, images: torch.Tensor, batch: int = 8, device: str 
     model.eval().to(device)
     return torch.cat([padded_forward(model, images[i:i + batch].to(device), pad_to).clamp(0, 1).cpu()
                       for i in range(0, len(images), batch)])
+
+
+def synth_cub(base: str | Path, n_classes: int = 2, per_class: int = 3, side: int = 64) -> Path:
+    """Write a tiny CUB-200-2011 look-alike under ``base/CUB_200_2011`` (list files + images), for tests and the
+    rehearsal profile: ``per_class`` images per class, the first of each class in the test split."""
+    from PIL import Image
+
+    from .data.splits import _synth_image
+
+    root = Path(base) / "CUB_200_2011"
+    rng = np.random.default_rng(0)
+    names, labels, split = [], [], []
+    for c in range(n_classes):
+        folder = f"{c + 1:03d}.Class_{c + 1}"
+        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            iid = len(names) + 1
+            rel = f"{folder}/img_{c}_{k}.jpg"
+            Image.fromarray(_synth_image(c * per_class + k, side, rng)).save(root / "images" / rel)
+            names.append(f"{iid} {rel}")
+            labels.append(f"{iid} {c + 1}")
+            split.append(f"{iid} {0 if k == 0 else 1}")
+    for fname, lines in (("images.txt", names), ("image_class_labels.txt", labels), ("train_test_split.txt", split)):
+        (root / fname).write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("\n".join(f"{c + 1} {c + 1:03d}.Class_{c + 1}" for c in range(n_classes)) + "\n")
+    return root

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported lazily: plans are built and listed without it
+    import torch
 
 
 @dataclass(frozen=True)
 class Schedule:
+    """Optimisation schedule of one run; part of a run's identity (``source``/``name`` are not)."""
+
     steps: int
     batch: int
     patch: int                      # ground-truth patch side (x4 SR: 4x the LR patch)
@@ -28,6 +32,7 @@ class Schedule:
     eta_min: float = 0.0
     rec: str = "l1"                 # the backbone's own reconstruction loss (irlib.losses.LOSSES)
     ema: float | None = None
+    grad_clip: float | None = None
     source: str = field(default="", compare=False)
 
     def lr_at(self, step: int) -> float:
@@ -38,8 +43,10 @@ class Schedule:
             return self.eta_min + (self.lr - self.eta_min) * 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
         return self.lr
 
-    def scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    def scheduler(self, opt: "torch.optim.Optimizer") -> "torch.optim.lr_scheduler.LambdaLR":
         """A per-step scheduler following :meth:`lr_at` (for ``Trainer(scheduler=...)``)."""
+        import torch
+
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_at(s) / self.lr)
 
 

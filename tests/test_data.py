@@ -115,7 +115,7 @@ def test_fetch_corrupted_or_unverified_leaves_nothing(server, tmp_path):
 def test_manifests_cover_the_benchmarks():
     for name in ("div2k", "sr_benchmark", "cbsd68", "rain100l", "reside_sots", "dense_haze", "lol", "gopro", "cub"):
         m = load_manifest(name)
-        assert m["files"] and "layout" in m
+        assert m["files"] and m["splits"]
     with pytest.raises(DatasetError, match="cannot be downloaded by script"):
         fetch("lol", "/nonexistent-root")
 

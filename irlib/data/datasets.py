@@ -129,6 +129,11 @@ def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     return g
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """Images may be kept as uint8 (a quarter of the memory of float32); crops become floats in [0, 1]."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
 def _crop_origin(img: torch.Tensor, patch: int, g: torch.Generator) -> tuple[int, int]:
     """Top-left corner of a random ``patch``x``patch`` crop of ``img`` (same draws for every batch source)."""
     h, w = img.shape[-2:]
@@ -159,7 +164,7 @@ class PatchBatches:
         for _ in range(self.batch_size):
             img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
             i, j = _crop_origin(img, self.patch, g)
-            p = img[:, i:i + self.patch, j:j + self.patch]
+            p = as_float(img[:, i:i + self.patch, j:j + self.patch])
             if self.flip:
                 if torch.rand((), generator=g) < 0.5:
                     p = p.flip(-1)
@@ -195,8 +200,8 @@ class PairedPatches:
         for _ in range(self.batch_size):
             a, b = self.pairs[int(torch.randint(len(self.pairs), (1,), generator=g))]
             i, j = _crop_origin(a, lp, g)
-            pa = a[:, i:i + lp, j:j + lp]
-            pb = b[:, i * self.scale:(i + lp) * self.scale, j * self.scale:(j + lp) * self.scale]
+            pa = as_float(a[:, i:i + lp, j:j + lp])
+            pb = as_float(b[:, i * self.scale:(i + lp) * self.scale, j * self.scale:(j + lp) * self.scale])
             if self.flip and torch.rand((), generator=g) < 0.5:
                 pa, pb = pa.flip(-1), pb.flip(-1)
             lq.append(pa)

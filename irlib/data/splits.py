@@ -1,0 +1,241 @@
+"""Dataset splits as the manifests declare them, the loaders that read those declarations, and
+``irlib data synth`` which writes tiny images into every declared layout (for the rehearsal profile).
+
+A manifest (``data_manifests/NAME.yaml``) has a ``splits`` mapping. Each split gives path *templates*
+relative to ``<data_root>/NAME``, without the file extension:
+
+* ``gt`` only: clean images (the plan degrades them with a seeded task: noise, bicubic, blur…);
+* ``lq`` and ``gt``: real pairs. Fields in braces name parts of the path; the fields both templates share
+  are the pairing key (``indoor/hazy/{id}_{beta}`` pairs with ``indoor/gt/{id}``; GoPro's
+  ``test/{seq}/blur/{id}`` with ``test/{seq}/sharp/{id}``). A field may carry a regular expression
+  (``{id:\\d+}``); otherwise it matches one or more characters other than ``/`` (shortest first).
+* ``scale``: ground-truth size / low-quality size (SR pairs), default 1.
+* ``kind: cub`` for CUB-200-2011's list files (read by :mod:`irlib.classify`).
+
+A data reference is ``"NAME:SPLIT"``. Every error names the manifest and the split.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets import IMAGE_SUFFIXES, DatasetError, load_image
+from .fetch import load_manifest, manifest_dir
+
+_FIELD = re.compile(r"\{(\w+)(?::([^{}]+))?\}")
+
+
+@dataclass(frozen=True)
+class Split:
+    manifest: str
+    name: str
+    gt: str
+    lq: str | None = None
+    scale: int = 1
+    kind: str = "images"
+    note: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.manifest}:{self.name}"
+
+    @property
+    def paired(self) -> bool:
+        return self.lq is not None
+
+
+def _template_regex(template: str) -> re.Pattern:
+    out, pos = [], 0
+    for m in _FIELD.finditer(template):
+        out.append(re.escape(template[pos:m.start()]))
+        out.append(f"(?P<{m.group(1)}>{m.group(2) or '[^/]+?'})")
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("^" + "".join(out) + "$")
+
+
+def _template_glob(template: str) -> str:
+    return _FIELD.sub("*", template) + ".*"
+
+
+def _fields(template: str) -> list[str]:
+    return [m.group(1) for m in _FIELD.finditer(template)]
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    if ref.count(":") != 1:
+        raise DatasetError(f"a data reference is 'MANIFEST:SPLIT', got {ref!r}")
+    name, split = ref.split(":")
+    return name, split
+
+
+@lru_cache(maxsize=None)
+def _manifest(name: str, folder: str) -> dict:
+    return load_manifest(Path(folder) / f"{name}.yaml")
+
+
+def get_split(ref: str) -> Split:
+    """The declaration of ``NAME:SPLIT``; a clear error for an unknown manifest or split."""
+    name, split = parse_ref(ref)
+    m = _manifest(name, str(manifest_dir()))
+    splits = m.get("splits") or {}
+    if split not in splits:
+        raise DatasetError(f"data_manifests/{name}.yaml declares no split {split!r}; it declares: "
+                           f"{', '.join(sorted(splits)) or 'none'}")
+    d = splits[split]
+    if "gt" not in d:
+        raise DatasetError(f"data_manifests/{name}.yaml: split {split!r} needs a 'gt' template")
+    return Split(name, split, d["gt"], d.get("lq"), int(d.get("scale", 1)), d.get("kind", "images"), d.get("note", ""))
+
+
+def all_splits() -> list[Split]:
+    """Every split of every manifest in :func:`manifest_dir` (sorted by reference)."""
+    out = []
+    for p in sorted(manifest_dir().glob("*.yaml")):
+        m = load_manifest(p)
+        out += [get_split(f"{m['name']}:{s}") for s in (m.get("splits") or {})]
+    return out
+
+
+def _scan(base: Path, template: str, split: Split, side: str) -> dict[tuple, Path]:
+    """Files under ``base`` matching ``template``, keyed by the values of its fields (in template order)."""
+    rx = _template_regex(template)
+    fixed = template.split("{", 1)[0].rsplit("/", 1)[0] if "/" in template.split("{", 1)[0] else ""
+    if fixed and not (base / fixed).is_dir():
+        raise DatasetError(f"{split.ref}: folder {base / fixed} is missing (the {side} images of data_manifests/"
+                           f"{split.manifest}.yaml, split {split.name!r}); {_fetch_hint(split.manifest)}")
+    found: dict[tuple, Path] = {}
+    for p in sorted(base.glob(_template_glob(template))):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        rel = p.relative_to(base).with_suffix("").as_posix()
+        m = rx.match(rel)
+        if m:
+            found[tuple(m.groupdict().values())] = p
+    if not found:
+        raise DatasetError(f"{split.ref}: no images match {template!r} under {base} (data_manifests/"
+                           f"{split.manifest}.yaml, split {split.name!r}); {_fetch_hint(split.manifest)}")
+    return found
+
+
+def _fetch_hint(name: str) -> str:
+    try:
+        m = _manifest(name, str(manifest_dir()))
+    except DatasetError:
+        return "see data_manifests/"
+    if any(f.get("url") is None for f in m.get("files", [])):
+        return f"it is a manual download: {m.get('manual', 'see the manifest')}"
+    return f"run `irlib data fetch {name}`"
+
+
+def split_files(root: str | Path, ref: str) -> list[tuple[Path | None, Path]]:
+    """``[(lq_path or None, gt_path), …]`` of a split, sorted by the pairing key. Raises
+    :class:`DatasetError` for a missing folder, an image without a partner, or an unknown split."""
+    sp = get_split(ref)
+    if sp.kind != "images":
+        raise DatasetError(f"{ref} is a {sp.kind!r} split; read it with its own loader")
+    base = Path(root) / sp.manifest
+    if not base.is_dir():
+        raise DatasetError(f"{ref}: dataset folder {base} is missing; {_fetch_hint(sp.manifest)} "
+                           f"(layout: data_manifests/{sp.manifest}.yaml)")
+    gt = _scan(base, sp.gt, sp, "ground-truth")
+    if not sp.paired:
+        return [(None, gt[k]) for k in sorted(gt)]
+    lq = _scan(base, sp.lq, sp, "degraded")
+    shared = [f for f in _fields(sp.lq) if f in _fields(sp.gt)]
+    gt_names, lq_names = _fields(sp.gt), _fields(sp.lq)
+    gt_by_key = {tuple(dict(zip(gt_names, k))[f] for f in shared): p for k, p in gt.items()}
+    pairs, orphans = [], []
+    for k, p in sorted(lq.items()):
+        partner = gt_by_key.get(tuple(dict(zip(lq_names, k))[f] for f in shared))
+        (pairs.append((p, partner)) if partner is not None else orphans.append(p.name))
+    if orphans:
+        raise DatasetError(f"{ref}: {len(orphans)} degraded images have no ground truth matching {sp.gt!r}: "
+                           f"{', '.join(orphans[:5])}{' …' if len(orphans) > 5 else ''} (data_manifests/{sp.manifest}.yaml)")
+    used = {q for _, q in pairs}
+    unused = [p.name for p in gt.values() if p not in used]
+    if unused:
+        raise DatasetError(f"{ref}: {len(unused)} ground-truth images have no degraded partner matching {sp.lq!r}: "
+                           f"{', '.join(unused[:5])}{' …' if len(unused) > 5 else ''} (data_manifests/{sp.manifest}.yaml)")
+    return pairs
+
+
+def load_split(root: str | Path, ref: str, limit: int | None = None, dtype: torch.dtype = torch.float32
+               ) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
+    """Images of a split as ``[(lq or None, gt), …]`` (3xHxW; float in [0, 1], or ``torch.uint8`` to keep big
+    training sets in a quarter of the memory). Checks that paired sizes agree with the split's scale."""
+    sp = get_split(ref)
+    out = []
+    for lq_p, gt_p in split_files(root, ref)[:limit]:
+        gt = _read(gt_p, dtype)
+        lq = _read(lq_p, dtype) if lq_p is not None else None
+        if lq is not None and (lq.shape[-2] * sp.scale, lq.shape[-1] * sp.scale) != tuple(gt.shape[-2:]):
+            raise DatasetError(f"{ref}: size mismatch: {lq_p.name} is {lq.shape[-1]}x{lq.shape[-2]}, {gt_p.name} is "
+                               f"{gt.shape[-1]}x{gt.shape[-2]} (expected scale {sp.scale})")
+        out.append((lq, gt))
+    return out
+
+
+def _read(path: Path, dtype: torch.dtype) -> torch.Tensor:
+    x = load_image(path)
+    return x.mul(255).round().to(torch.uint8) if dtype == torch.uint8 else x.to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------- synth
+def _fill(template: str, values: dict[str, str]) -> str:
+    return _FIELD.sub(lambda m: values[m.group(1)], template)
+
+
+def _synth_image(k: int, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth, textured synthetic photo (gradients + blobs + a little noise), uint8 HxWx3."""
+    y, x = np.mgrid[0:side, 0:side] / side
+    img = np.stack([np.sin(2 * np.pi * (x * (k + 1) + y)), np.cos(2 * np.pi * (y * (k + 2) - x)), x * y], -1)
+    for _ in range(6):
+        cy, cx, r = rng.random(3) * [1, 1, 0.3]
+        img += rng.normal(0, 0.6, 3) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * (0.05 + r) ** 2))[..., None]
+    img = (img - img.min()) / (np.ptp(img) + 1e-8)
+    img += rng.normal(0, 0.02, img.shape)
+    return (img.clip(0, 1) * 255).astype(np.uint8)
+
+
+def synth(root: str | Path, n: int = 3, side: int = 128, only: list[str] | None = None) -> list[Path]:
+    """Write ``n`` tiny image (pairs) into every declared split of every manifest (or the manifests in
+    ``only``) under ``root``, in the real folder layouts, so the full profile's loaders can be rehearsed.
+    Returns the dataset folders written. Existing files are overwritten; nothing else is touched."""
+    from PIL import Image
+
+    root = Path(root)
+    written = set()
+    for sp in all_splits():
+        if only and sp.manifest not in only:
+            continue
+        base = root / sp.manifest
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(sp.ref.encode()).digest()[:4], "little"))
+        if sp.kind == "cub":
+            from ..classify import synth_cub
+
+            synth_cub(base, n_classes=2, per_class=max(2, n), side=side)
+            written.add(base)
+            continue
+        for k in range(n):
+            values = {f: (f"{k + 10}" if f == "id" else "1") for f in set(_fields(sp.gt) + _fields(sp.lq or ""))}
+            gt = _synth_image(k, side, rng)
+            path = base / (_fill(sp.gt, values) + ".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(gt).save(path)
+            if sp.paired:
+                lq = Image.fromarray(gt)
+                if sp.scale > 1:
+                    lq = lq.resize((side // sp.scale, side // sp.scale), Image.BICUBIC)
+                arr = np.asarray(lq).astype(np.float32) * 0.8 + rng.normal(0, 6, (lq.size[1], lq.size[0], 3))
+                lq_path = base / (_fill(sp.lq, values) + ".png")
+                lq_path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(lq_path)
+        written.add(base)
+    return sorted(written)

@@ -1,0 +1,85 @@
+"""Dataset splits declared once in data_manifests/*.yaml: templates, pairing, errors, synth."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from irlib.data import DatasetError
+from irlib.data.splits import _template_regex, all_splits, get_split, load_split, split_files, synth
+
+
+def _img(path, w, h, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+def test_templates_pair_by_shared_fields():
+    rx = _template_regex("indoor/hazy/{id:\\d+}_{k}")
+    assert rx.match("indoor/hazy/1400_10").groupdict() == {"id": "1400", "k": "10"}
+    assert rx.match("indoor/hazy/a_1") is None
+    assert _template_regex("benchmark/Set14/LR_bicubic/X4/{id}x4").match("benchmark/Set14/LR_bicubic/X4/baboonx4")["id"] == "baboon"
+
+
+def test_gopro_per_sequence_layout_pairs_across_sequences(tmp_path):
+    for seq in ("GOPR0384_11_00", "GOPR0385_11_01"):
+        for k in range(2):
+            _img(tmp_path / f"gopro/test/{seq}/blur/{k:06d}.png", 20, 12, k)
+            _img(tmp_path / f"gopro/test/{seq}/sharp/{k:06d}.png", 20, 12, 10 + k)
+    pairs = split_files(tmp_path, "gopro:test")
+    assert len(pairs) == 4
+    for lq, gt in pairs:  # same sequence and frame on both sides
+        assert lq.parts[-3] == gt.parts[-3] and lq.stem == gt.stem and lq.parent.name == "blur"
+
+
+def test_many_to_one_and_sr_scale(tmp_path):
+    for k in (1, 2):
+        _img(tmp_path / f"ddn/test/rain/7_{k}.png", 16, 16)
+    _img(tmp_path / "ddn/test/gt/7.png", 16, 16)
+    assert [lq.name for lq, _ in split_files(tmp_path, "ddn:test")] == ["7_1.png", "7_2.png"]
+    _img(tmp_path / "sr_benchmark/benchmark/Set14/HR/baboon.png", 32, 24)
+    _img(tmp_path / "sr_benchmark/benchmark/Set14/LR_bicubic/X4/baboonx4.png", 8, 6)
+    (lq, gt), = load_split(tmp_path, "sr_benchmark:Set14-x4")
+    assert lq.shape == (3, 6, 8) and gt.shape == (3, 24, 32)
+    _img(tmp_path / "sr_benchmark/benchmark/Set14/LR_bicubic/X4/baboonx4.png", 9, 6)
+    with pytest.raises(DatasetError, match="size mismatch.*scale 4"):
+        load_split(tmp_path, "sr_benchmark:Set14-x4")
+
+
+def test_clear_errors_name_the_manifest(tmp_path):
+    with pytest.raises(DatasetError, match=r"reside_sots.yaml declares no split 'indor'.*indoor"):
+        get_split("reside_sots:indor")
+    with pytest.raises(DatasetError, match="no manifest"):
+        get_split("nosuchset:test")
+    with pytest.raises(DatasetError, match="MANIFEST:SPLIT"):
+        get_split("reside_sots")
+    with pytest.raises(DatasetError, match="dataset folder .*reside_sots is missing.*manual download"):
+        split_files(tmp_path, "reside_sots:indoor")
+    _img(tmp_path / "reside_sots/indoor/hazy/1400_1.png", 8, 8)
+    with pytest.raises(DatasetError, match="folder .*indoor/gt is missing"):
+        split_files(tmp_path, "reside_sots:indoor")
+    _img(tmp_path / "reside_sots/indoor/gt/1401.png", 8, 8)
+    with pytest.raises(DatasetError, match=r"reside_sots:indoor: 1 degraded images have no ground truth.*1400_1.png"):
+        split_files(tmp_path, "reside_sots:indoor")
+    _img(tmp_path / "reside_sots/indoor/gt/1400.png", 8, 8)
+    with pytest.raises(DatasetError, match="1 ground-truth images have no degraded partner.*1401.png"):
+        split_files(tmp_path, "reside_sots:indoor")
+    with pytest.raises(DatasetError, match="run `irlib data fetch cbsd68`"):
+        split_files(tmp_path, "cbsd68:test")
+
+
+def test_synth_writes_every_declared_layout(tmp_path):
+    written = synth(tmp_path, n=2, side=64)
+    assert {p.name for p in written} >= {"gopro", "div2k", "reside_sots", "cub", "sr_benchmark"}
+    for sp in all_splits():
+        if sp.kind != "images":
+            continue
+        data = load_split(tmp_path, sp.ref, dtype=torch.uint8)
+        assert len(data) == 2, sp.ref
+        lq, gt = data[0]
+        assert gt.dtype == torch.uint8 and gt.shape == (3, 64, 64)
+        if sp.paired:
+            assert lq.shape == (3, 64 // sp.scale, 64 // sp.scale)
+    from irlib.classify import load_cub
+
+    items = load_cub(tmp_path / "cub")
+    assert len(items) == 4 and {i.label for i in items} == {0, 1} and sum(not i.train for i in items) == 2
