@@ -15,6 +15,7 @@ import copy
 import math
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -50,6 +51,25 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def _frozen_param_names(module: torch.nn.Module) -> set[str]:
+    return {n for n, p in module.named_parameters() if not p.requires_grad}
+
+
+def trainable_state(module: torch.nn.Module) -> dict:
+    """``module.state_dict()`` without its frozen parameters (a loss term's pretrained feature network)."""
+    frozen = _frozen_param_names(module)
+    return {k: v for k, v in module.state_dict().items() if k not in frozen}
+
+
+def load_trainable_state(module: torch.nn.Module, sd: dict) -> None:
+    """Load a :func:`trainable_state`; every key but the frozen parameters must be present."""
+    res = module.load_state_dict(sd, strict=False)
+    missing = set(res.missing_keys) - _frozen_param_names(module)
+    if missing or res.unexpected_keys:
+        raise RuntimeError(f"checkpoint of {type(module).__name__} does not match: missing {sorted(missing)[:5]}, "
+                           f"unexpected {list(res.unexpected_keys)[:5]}")
 
 
 class EMA:
@@ -97,6 +117,8 @@ class Trainer:
     on_collapse: str = "raise"  # or "stop": return the log with collapsed=True
     progress: bool = True
     scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
+    ckpt_seconds: float = 0.0   # also checkpoint when this long has passed since the last save (preemption)
+    callback: Callable[["Trainer", dict], None] | None = None   # called after every step with the logged terms
     step: int = field(default=0, init=False)
     collapsed: bool = field(default=False, init=False)
 
@@ -124,12 +146,16 @@ class Trainer:
         self.ema = EMA(self.model, self.ema_decay) if self.ema_decay else None
         self.scaler = torch.amp.GradScaler(enabled=(self.amp == "fp16"))
         self.log: list[dict] = []
+        self._saved_at = time.monotonic()
         if self.ckpt_dir and (Path(self.ckpt_dir) / "last.pt").is_file():
             self.load(Path(self.ckpt_dir) / "last.pt")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        terms = {k: fn.state_dict() for k, (_, fn) in self.loss_terms.items() if hasattr(fn, "state_dict")}
+        """Everything a resumed run needs. Loss terms contribute only their trainable state (SPN's history
+        copies, a discriminator and its optimiser): frozen feature networks (VGG, DINOv2, ADM) are rebuilt,
+        never written into checkpoints."""
+        terms = {k: trainable_state(fn) for k, (_, fn) in self.loss_terms.items() if hasattr(fn, "state_dict")}
         return {"step": self.step, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
                 "sched": self.sched.state_dict() if self.sched else None,
                 "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
@@ -145,13 +171,14 @@ class Trainer:
         if self.ema and sd.get("ema"):
             self.ema.load_state_dict(sd["ema"])
         for k, tsd in sd.get("terms", {}).items():
-            self.loss_terms[k][1].load_state_dict(tsd)
+            load_trainable_state(self.loss_terms[k][1], tsd)
         self.step, self.log = sd["step"], sd["log"]
         torch.set_rng_state(sd["torch_rng"])
 
     def save(self) -> None:
         if self.ckpt_dir and self.rank == 0:
             atomic_save(self.state_dict(), Path(self.ckpt_dir) / "last.pt")
+        self._saved_at = time.monotonic()
 
     # ------------------------------------------------------------------ loop
     def _to(self, batch: dict) -> dict:
@@ -209,7 +236,10 @@ class Trainer:
             self.log.append({"step": self.step, **terms})
             bar.update(1)
             bar.set_postfix(loss=f"{terms['loss']:.4f}")
-            if self.ckpt_every and self.step % self.ckpt_every == 0:
+            if self.callback is not None:
+                self.callback(self, terms)
+            if (self.ckpt_every and self.step % self.ckpt_every == 0) or (
+                    self.ckpt_dir and self.ckpt_seconds and time.monotonic() - self._saved_at > self.ckpt_seconds):
                 self.save()
             if stop_after is not None and done_here >= stop_after:
                 break

@@ -1,0 +1,223 @@
+"""Turning specs into objects: the network, its loss terms, its training batches, its test pairs, and the
+evaluation of a trained network under a field's metric convention."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from ..data import DatasetError, PairedPatches, PatchBatches, make_test_pairs, split_samples
+from ..data.degrade import degrade
+from ..data.splits import get_split, load_split
+from ..models import zoo
+from ..schedules import Schedule
+from .features import FeatureBank
+from .spec import EvalSpec, RunSpec, Source, Term, TestSet
+
+OFFLINE = "offline"          # data reference of the offline photo set (smoke profile)
+OFFLINE_SIDE = 64            # smoke images are 64x64 crops of the offline photos
+
+
+# ------------------------------------------------------------------------------------------ schedule
+def effective_schedule(spec: RunSpec) -> Schedule:
+    """The run's schedule with the rehearsal caps applied (steps, batch, patch; never below the network's
+    smallest admissible patch)."""
+    s, lim = spec.schedule, spec.limits
+    if lim is None:
+        return s
+    patch = max(min(s.patch, lim.patch), zoo.entry(spec.net).min_patch)
+    return dataclasses.replace(s, steps=min(s.steps, lim.steps), batch=min(s.batch, lim.batch), patch=patch)
+
+
+# ------------------------------------------------------------------------------------------ data
+class MixedBatches:
+    """Round-robin over several batch sources (multi-task training from different datasets)."""
+
+    def __init__(self, sources: Sequence[Callable[[int], dict]]):
+        self.sources = list(sources)
+
+    def __call__(self, step: int) -> dict:
+        return self.sources[step % len(self.sources)](step // len(self.sources))
+
+    def __setattr__(self, name, value):  # seed/rank reach every source
+        if name in ("seed", "rank"):
+            for s in self.sources:
+                setattr(s, name, value)
+        super().__setattr__(name, value)
+
+
+def _scale_of(task: str) -> int:
+    return int(task[3:]) if task.startswith("srx") else 1
+
+
+def training_batches(spec: RunSpec, data_root: str, sched: Schedule) -> Callable[[int], dict]:
+    """Batches for ``spec``: real pairs of paired splits, clean images degraded on the fly otherwise, several
+    sources mixed round-robin. Batches are pure functions of (seed, step), so a resumed run sees the same data."""
+    sources = []
+    for src in spec.train:
+        sources.append(_one_source(src, data_root, sched, spec.seed))
+    return sources[0] if len(sources) == 1 else MixedBatches(sources)
+
+
+def _one_source(src: Source, data_root: str, sched: Schedule, seed: int):
+    if src.dataset == OFFLINE:
+        train, _ = split_samples(OFFLINE_SIDE, n_test=3)
+        return PatchBatches(train, sched.patch, sched.batch, (src.task,), seed=seed)
+    sp = get_split(src.dataset)
+    data = load_split(data_root, src.dataset, dtype=torch.uint8)
+    small = [tuple(gt.shape[-2:]) for _, gt in data if min(gt.shape[-2:]) < sched.patch]
+    if small:
+        raise DatasetError(f"{src.dataset}: {len(small)} training images are smaller than the {sched.patch}-pixel "
+                           f"training patch (e.g. {small[0][1]}x{small[0][0]})")
+    if sp.paired:
+        return PairedPatches([(lq, gt) for lq, gt in data], sched.patch, sched.batch, task=src.task, seed=seed,
+                             scale=sp.scale)
+    return PatchBatches([gt for _, gt in data], sched.patch, sched.batch, (src.task,), seed=seed)
+
+
+def test_pairs(ts: TestSet, data_root: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Float (lq, gt) pairs of a test set: the split's real pairs (``task`` is then only a label), or its clean
+    images degraded by ``task`` with the test set's seed (SR: cropped to a multiple of the scale first)."""
+    if ts.dataset == OFFLINE:
+        _, test = split_samples(OFFLINE_SIDE, n_test=3)
+        return make_test_pairs(test[: ts.limit], ts.task or "noise25", ts.seed)
+    sp = get_split(ts.dataset)
+    data = load_split(data_root, ts.dataset, limit=ts.limit)
+    if sp.paired:  # real pairs: ``task`` only labels them (TextPromptIR's instruction)
+        return [(lq, gt) for lq, gt in data]
+    if not ts.task:
+        raise ValueError(f"{ts.dataset} holds clean images only: give the degradation task to test on")
+    s = _scale_of(ts.task)
+    imgs = [gt[:, : gt.shape[1] // s * s, : gt.shape[2] // s * s] for _, gt in data]
+    return make_test_pairs(imgs, ts.task, ts.seed)
+
+
+def apply_task(x: torch.Tensor, task: str, seed: int) -> torch.Tensor:
+    """One seeded degradation of a (C,H,W) image (used by figures and studies)."""
+    return degrade(x[None], task, seed)[0]
+
+
+# ------------------------------------------------------------------------------------------ networks
+def build_model(spec: RunSpec, fb: FeatureBank) -> torch.nn.Module:
+    kw = dict(spec.net_kw)
+    if spec.net == "TextPromptIR" and kw.get("use_text", True):
+        kw["text_dim"] = fb.text_dim(spec.text_encoder)
+    return zoo.create(spec.net, size=spec.size, features=fb, **kw)
+
+
+def build_terms(spec: RunSpec, model: torch.nn.Module, fb: FeatureBank,
+                load_run: Callable[[RunSpec], torch.nn.Module]) -> dict:
+    """Trainer ``loss_terms`` ``{name: (weight, fn)}`` for the spec's terms. ``load_run`` gives the trained
+    network of a dependency run (a frozen pre-trained negative model)."""
+    from .. import losses
+
+    out = {}
+    for t in spec.terms:
+        out[t.name] = (t.weight, _term(t, spec, model, fb, load_run, losses))
+    return out
+
+
+def _term(t: Term, spec: RunSpec, model, fb: FeatureBank, load_run, losses):
+    if t.name in losses.LOSSES:
+        return losses.LOSSES[t.name]
+    if t.name == "spn":
+        from .. import spn
+
+        base = spn.PUBLIC_CODE if t.get("preset") == "public_code" else spn.PAPER
+        cfg = dataclasses.replace(base, **{k: v for k, v in t.kw if k in ("lam", "steps", "w")})
+        negative = t.get("negative", "history")
+        frozen = None
+        if negative == "pretrained":
+            frozen = load_run(t.get("negative_run"))
+        elif negative == "random":
+            torch.manual_seed(int(t.get("negative_seed", 99)))
+            frozen = build_model(spec, fb)
+        return spn.SPNLoss(model, cfg, embed=fb.vgg(cfg.arch, cfg.layers), negative=negative, frozen_negative=frozen)
+    if t.name == "cr":
+        return losses.ContrastiveRegularization(fb.vgg("vgg19"))
+    if t.name == "pcl":
+        return losses.PCLLoss(scale=int(t.get("scale", 4)), seed=spec.seed)
+    if t.name == "perceptual":
+        return losses.PerceptualLoss(fb.vgg("vgg16", ("relu1_2", "relu2_2", "relu3_3")))
+    if t.name == "adversarial":
+        return losses.AdversarialLoss()
+    if t.name == "diffloss":
+        from ..diffloss import DiffLoss
+
+        size = t.get("size")
+        if spec.limits is not None:
+            size = spec.limits.image_side
+        return DiffLoss(fb.adm(), lam=float(t.get("lam", 0.01)), target=t.get("target", "eps"), size=size)
+    if t.name == "dpc":
+        from ..dinoir import DPCLoss
+
+        return DPCLoss(fb.dino(t.get("layers")))
+    raise KeyError(f"unknown loss term {t.name!r}")
+
+
+def train_forward(spec: RunSpec, fb: FeatureBank) -> Callable | None:
+    """The trainer's ``forward(model, batch)``: TextPromptIR draws one training instruction per sample."""
+    if spec.forward == "text":
+        from ..textprompt import text_forward
+
+        return text_forward(fb.text(spec.text_encoder), "train", spec.seed)
+    return None
+
+
+def eval_forward(spec: RunSpec, ev: EvalSpec, fb: FeatureBank) -> Callable | None:
+    """``forward(model, batch)`` for evaluation: held-out instructions for TextPromptIR (the test set's task),
+    NAFNet's test-time local converter for ``forward='tlc'``."""
+    if spec.forward == "text":
+        from ..textprompt import text_forward
+
+        enc, task = fb.text(spec.text_encoder), ev.testset.task or ev.forward.removeprefix("text:")
+        fwd = text_forward(enc, "test", ev.testset.seed)
+        return lambda m, b: fwd(m, {**b, "task": [task] * b["lq"].shape[0]})
+    if ev.forward == "tlc":
+        from ..models import nafnet
+
+        if not hasattr(nafnet, "tlc_forward"):
+            raise NotImplementedError("NAFNet test-time local converter is not available in irlib.models.nafnet")
+        return nafnet.tlc_forward
+    return None
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def evaluate_run(model: torch.nn.Module, spec: RunSpec, ev: EvalSpec, pairs, fb: FeatureBank,
+                 device: str = "cpu") -> dict:
+    """Per-image metrics of ``model`` on ``pairs`` under ``ev``'s convention, plus dataset-level ones (FID).
+    Returns ``{"per_image": {metric: [..]}, "dataset": {metric: value}, "n": N}``."""
+    from ..metrics import frechet_distance, inception_features, lpips, measure
+    from ..train import padded_forward
+
+    model.eval().to(device)
+    fwd = eval_forward(spec, ev, fb)
+    pad = zoo.entry(spec.net).pad
+    per: dict[str, list[float]] = {m: [] for m in ev.metrics if m in ("PSNR", "SSIM", "LPIPS")}
+    outs, gts = [], []
+    for k, (lq, gt) in enumerate(pairs):
+        run = (lambda x, k=k: fwd(model, {"lq": x, "index": k})) if fwd else model
+        y = padded_forward(run, lq[None].to(device), pad, gt.shape[-2:]).clamp(0, 1).float().cpu()
+        m = measure(y, gt[None], channel=ev.channel, crop_border=ev.crop)
+        for name in ("PSNR", "SSIM"):
+            if name in per:
+                per[name].append(float(m[name][0]))
+        if "LPIPS" in per:
+            per["LPIPS"].append(float(lpips(y, gt[None], pretrained=fb.pretrained)[0]))
+        if "FID" in ev.metrics:
+            outs.append(y[0])
+            gts.append(gt)
+    dataset = {}
+    if "FID" in ev.metrics:
+        side = min(min(x.shape[-2:]) for x in gts)
+        crop = lambda xs: torch.stack([x[:, :side, :side] for x in xs])  # noqa: E731
+        dataset["FID"] = frechet_distance(inception_features(crop(outs), fb.pretrained),
+                                          inception_features(crop(gts), fb.pretrained))
+    return {"per_image": per, "dataset": dataset, "n": len(pairs)}
+
+
+def metric_frame(result: dict) -> pd.DataFrame:
+    return pd.DataFrame(result["per_image"])

@@ -1,0 +1,246 @@
+"""The plan's vocabulary: runs, test sets, evaluations, rows, studies and figures, all plain frozen data.
+
+A *run* (:class:`RunSpec`) is one training of one network: the network and its arguments, the loss terms, the
+training data, the schedule, the seed, and the profile knobs that change what is computed (network size,
+feature-network weights, rehearsal limits). Its :meth:`~RunSpec.key` is a hash of all of that, so two identical
+specs are one run in the store, and anything that changes the computation changes the key.
+
+An *evaluation* (:class:`EvalSpec`) applies a finished run to a :class:`TestSet` under a metric convention.
+A *row* (:class:`Row`) is one number of the paper's tables, keyed exactly like the reference CSVs, and says how
+it is obtained: measured from runs (mean over seeds of the mean over images, with a paired bootstrap against its
+baseline), averaged from other rows (the ``Avg`` columns), or read from a study. Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from ..schedules import Schedule
+
+KEY_COLUMNS = ("paper", "table", "method", "setting", "dataset", "metric")
+
+
+def freeze(kw: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> tuple[tuple[str, Any], ...]:
+    """A mapping as a sorted tuple of items (hashable, order-independent); lists become tuples."""
+    items = dict(kw or {}).items()
+
+    def fz(v: Any) -> Any:
+        if isinstance(v, list):
+            return tuple(fz(x) for x in v)
+        if isinstance(v, dict):
+            return freeze(v)
+        return v
+
+    return tuple(sorted((k, fz(v)) for k, v in items))
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.compare}
+        out["__type__"] = type(obj).__name__
+        return out
+    if isinstance(obj, (tuple, list)):
+        return [_jsonable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON of a spec (dataclasses flattened, keys sorted)."""
+    return json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"))
+
+
+def digest(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps of the rehearsal profile: the full plan's code paths, on CPU, in minutes."""
+
+    steps: int = 2
+    batch: int = 2
+    patch: int = 64
+    images: int = 2          # test images per test set
+    ddim_steps: int = 2      # diffusion regeneration steps in studies
+    image_side: int = 64     # side studies resize images to
+
+
+@dataclass(frozen=True)
+class Source:
+    """One training source: ``dataset`` is a data reference (``manifest:split``, or ``offline`` for the
+    offline photos) and ``task`` the degradation applied to clean images (``noise25``, ``srx4``, ``rain``…) or,
+    for real pairs, the label the batch carries (TextPromptIR picks its instruction from it)."""
+
+    dataset: str
+    task: str
+
+
+@dataclass(frozen=True)
+class Term:
+    """A loss term: registry ``name`` (see :mod:`irlib.plan.runner`), trainer ``weight`` and frozen kwargs.
+    A kwarg whose value is a :class:`RunSpec` makes this run depend on that run's final weights."""
+
+    name: str
+    weight: float = 1.0
+    kw: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, k: str, default: Any = None) -> Any:
+        return dict(self.kw).get(k, default)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run. ``net`` is a :mod:`irlib.models.zoo` name, ``size`` ``full`` or ``tiny`` (smoke),
+    ``weights`` the feature networks' weights (``pretrained`` or ``random``), ``limits`` the rehearsal caps."""
+
+    paper: str
+    net: str
+    train: tuple[Source, ...]
+    terms: tuple[Term, ...]
+    schedule: Schedule
+    seed: int = 0
+    net_kw: tuple[tuple[str, Any], ...] = ()
+    size: str = "full"
+    weights: str = "pretrained"
+    forward: str = ""                       # "" or "text" (TextPromptIR guidance from the batch's task)
+    text_encoder: str = ""                  # encoder for forward="text": hub id, local folder, or "task-bert:<base>"
+    select: tuple[tuple[str, Any], ...] = ()  # () = final weights; (("best_every", n), ("on", TestSet)) = best
+    limits: Limits | None = None
+    label: str = field(default="", compare=False)   # human label, e.g. "EDSR-light+SPN x4"
+
+    def key(self) -> str:
+        return digest(self)
+
+    def deps(self) -> tuple["RunSpec", ...]:
+        """Runs whose final weights this run needs (e.g. a frozen pre-trained negative model)."""
+        return tuple(v for t in self.terms for _, v in t.kw if isinstance(v, RunSpec))
+
+    def replace(self, **kw: Any) -> "RunSpec":
+        return dataclasses.replace(self, **kw)
+
+    def with_terms(self, *terms: Term) -> "RunSpec":
+        return dataclasses.replace(self, terms=self.terms + tuple(terms))
+
+    @property
+    def steps(self) -> int:
+        return min(self.schedule.steps, self.limits.steps) if self.limits else self.schedule.steps
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """Test pairs: ``dataset`` as in :class:`Source`; ``task`` degrades clean images (empty for real pairs);
+    ``seed`` fixes the degradation; ``limit`` keeps the first N images (rehearsal)."""
+
+    dataset: str
+    task: str = ""
+    seed: int = 1234
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How a run is measured on a test set. ``channel``/``crop`` follow the field's convention (SR: ``y`` and
+    crop = scale; deraining: ``y``; dehazing/deblurring/denoising: ``rgb``); ``forward`` ``tlc`` evaluates
+    NAFNet with test-time local statistics as its release does; ``metrics`` beyond PSNR/SSIM: LPIPS, FID."""
+
+    testset: TestSet
+    channel: str = "rgb"
+    crop: int = 0
+    forward: str = ""
+    metrics: tuple[str, ...] = ("PSNR", "SSIM")
+
+    def key(self) -> str:
+        return digest(self)
+
+
+@dataclass(frozen=True)
+class RowKey:
+    paper: str
+    table: str
+    method: str
+    setting: str
+    dataset: str
+    metric: str
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Value = mean over ``runs`` (seeds) of the mean over the test images of ``metric``; with ``baseline``
+    runs (same seeds, same evaluation) the row also gets the paired-bootstrap gain over them."""
+
+    runs: tuple[RunSpec, ...]
+    eval: EvalSpec
+    baseline: tuple[RunSpec, ...] = ()
+    baseline_label: str = ""
+
+
+@dataclass(frozen=True)
+class Average:
+    """Value = mean of its parts (the tables' ``Avg`` columns): other rows, or measurements that are not rows
+    of their own (Table 6 of SPN prints only the average over four test sets), given with their ``metric``."""
+
+    parts: tuple[RowKey | tuple[Measure, str], ...]
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """An analysis that is not a train-and-test: ``fn`` (``module:function``) is called with the study context
+    and ``kw``; it returns a DataFrame of rows (columns of :data:`KEY_COLUMNS` minus paper, plus ``value``) and
+    may store arrays for the figures. ``deps`` are runs whose final weights it loads."""
+
+    paper: str
+    name: str
+    fn: str
+    kw: tuple[tuple[str, Any], ...] = ()
+    deps: tuple[RunSpec, ...] = ()
+    weights: str = "pretrained"
+    size: str = "full"
+    limits: Limits | None = None
+
+    def key(self) -> str:
+        return digest(self)
+
+
+@dataclass(frozen=True)
+class Study:
+    """Value = the study's row with this row's (table, method, setting, dataset, metric)."""
+
+    study: StudySpec
+
+
+@dataclass(frozen=True)
+class Row:
+    key: RowKey
+    source: Measure | Average | Study
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure the notebook draws: ``fn`` (``module:function``) gets the figure context and ``kw``; ``runs`` /
+    ``studies`` are what it needs from the store; ``testset`` the images it shows."""
+
+    paper: str
+    figure: str
+    title: str
+    fn: str
+    kw: tuple[tuple[str, Any], ...] = ()
+    runs: tuple[RunSpec, ...] = ()
+    studies: tuple[StudySpec, ...] = ()
+    testset: TestSet | None = None
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A reference row the plan does not reproduce, and why."""
+
+    key: RowKey
+    reason: str

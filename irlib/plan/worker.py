@@ -1,0 +1,46 @@
+"""A local-executor worker: ``python -m irlib.plan.worker STORE DEVICE`` reads job keys from stdin, one per
+line, runs each with :func:`irlib.plan.store.run_job`, and answers ``@@irlib ok KEY`` or
+``@@irlib failed KEY message`` on stdout (everything else it prints goes to stderr, the slot's log).
+SIGTERM makes the running job checkpoint and the worker exit."""
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def _terminate(signum, frame):  # the trainer saves its checkpoint on KeyboardInterrupt
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m irlib.plan.worker STORE DEVICE", file=sys.stderr)
+        return 2
+    store, device = argv
+    signal.signal(signal.SIGTERM, _terminate)
+    proto = sys.stdout
+    sys.stdout = sys.stderr  # only protocol lines on the pipe
+    from .execute import PROTOCOL
+    from .store import run_job
+
+    for line in sys.stdin:
+        key = line.strip()
+        if not key:
+            continue
+        try:
+            run_job(store, key, device)
+            proto.write(f"{PROTOCOL}ok {key}\n")
+        except KeyboardInterrupt:
+            proto.write(f"{PROTOCOL}failed {key} interrupted\n")
+            proto.flush()
+            return 130
+        except Exception as e:  # recorded in the store's error.json as well
+            msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:500]
+            proto.write(f"{PROTOCOL}failed {key} {msg}\n")
+        proto.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
