@@ -9,8 +9,13 @@ A 5-level U-Net of residual blocks (reflection-padded 3x3 convs, PReLU, 0.1 resi
 * *Strengthen-operate-subtract boosting*: each decoder level adds the upsampled coarser estimate to the
   skip feature, refines the sum, and subtracts the estimate again.
 
-Defaults (16 base channels, 18 bottleneck residual blocks) give 31,353,061 parameters, the paper's 31.35M.
-Parameter names follow the authors' release so its checkpoints load. Inputs must be multiples of 16.
+Defaults (16 base channels, 18 bottleneck residual blocks) give 31,353,061 parameters, the paper's 31.35M
+and the release definition's count. Module names and the ``state_dict`` equal the authors' release
+(``BookerDeWitt/MSBDN-DFF``, ``networks/MSBDN-DFF-v1-1.py`` with ``networks/base_networks.py``), every
+module registered once, so a release state dict loads with ``strict=True``
+(:func:`irlib.models.release.load_release`). The released ``model.pkl`` is a pickled whole model (the training
+script saves ``torch.save(model)``): unpickle it where the release code is importable and save its
+``state_dict()`` first. Inputs must be multiples of 16.
 """
 from __future__ import annotations
 
@@ -69,31 +74,33 @@ class DFF(nn.Module):
 
     def __init__(self, c: int, n_prev: int, encoder: bool):
         super().__init__()
-        self.n = n_prev
+        self.n, self.encoder = n_prev, encoder
         if encoder:   # up_convs[i]: c/2^i -> c/2^(i+1) (finer); down_convs[i] back
             self.up_convs = nn.ModuleList([_Conv(c >> i, c >> (i + 1), True) for i in range(n_prev)])
             self.down_convs = nn.ModuleList([_Conv(c >> (i + 1), c >> i, False) for i in range(n_prev)])
-            self.to_prev, self.back = self.up_convs, self.down_convs
         else:         # down_convs[i]: c*2^i -> c*2^(i+1) (coarser); up_convs[i] back
             self.down_convs = nn.ModuleList([_Conv(c << i, c << (i + 1), False) for i in range(n_prev)])
             self.up_convs = nn.ModuleList([_Conv(c << (i + 1), c << i, True) for i in range(n_prev)])
-            self.to_prev, self.back = self.down_convs, self.up_convs
 
     def forward(self, x: torch.Tensor, prev: list[torch.Tensor]) -> torch.Tensor:
+        # towards the earlier features and back again: the lists are looked up here, never stored twice
+        to_prev, back = (self.up_convs, self.down_convs) if self.encoder else (self.down_convs, self.up_convs)
         fused = x
         for i, p in enumerate(prev):           # prev[0] is the farthest level, n steps away
             steps = self.n - i
             d = fused
             for j in range(steps):
-                d = self.to_prev[j](d)
+                d = to_prev[j](d)
             d = d - p
             for j in reversed(range(steps)):
-                d = self.back[j](d)
+                d = back[j](d)
             fused = fused + d
         return fused
 
 
 class MSBDN(nn.Module):
+    """MSBDN-DFF; :meth:`tiny` (4 base channels, 1 bottleneck block) is for CPU smoke runs."""
+
     def __init__(self, base: int = 16, res_blocks: int = 18):
         super().__init__()
         c = [base << i for i in range(5)]          # 16, 32, 64, 128, 256
@@ -112,6 +119,10 @@ class MSBDN(nn.Module):
             setattr(self, f"dense_{i}", _res(c[i - 1]))
             setattr(self, f"fusion_{i}", DFF(c[i - 1], 5 - i, encoder=False))
         self.conv_output = ConvLayer(c[0], 3, 3)
+
+    @classmethod
+    def tiny(cls) -> "MSBDN":
+        return cls(base=4, res_blocks=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 16 or x.shape[-2] % 16:
