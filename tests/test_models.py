@@ -52,7 +52,7 @@ def test_textpromptir_uses_text_and_checks_it():
     y1, y2 = m(x, text=z1), m(x, text=z2)
     assert not torch.allclose(y1, y2)  # the guidance changes the output
     y1.mean().backward()
-    assert m.enc1[0].mod1.w1.weight.grad.abs().sum() > 0
+    assert m.encoder_level1[0].attn.linear1.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="needs text"):
         m(x)
     with pytest.raises(ValueError, match="text guidance must be"):
