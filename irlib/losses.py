@@ -53,13 +53,18 @@ class VGGFeatures(nn.Module):
         self.features = net.features[: max(idx) + 1].eval().requires_grad_(False)
         self.idx = idx
         self.layers = tuple(layers)
+        # the ImageNet statistics live on the module (moved with it once), not rebuilt on every call
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.pretrained = bool(pretrained or weights_path)
 
     def train(self, mode: bool = True):  # always frozen in eval mode
         return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h = imagenet_normalize(x)
+    def forward(self, x: torch.Tensor, normalize: bool = True) -> list[torch.Tensor]:
+        """Activations at ``self.layers`` for RGB ``x`` in [0, 1]; ``normalize=False`` feeds ``x`` to the first
+        convolution as it is (AECR-Net's released CR does), instead of ImageNet-normalising it."""
+        h = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype) if normalize else x
         out = []
         want = set(self.idx)
         for i, layer in enumerate(self.features):
@@ -80,17 +85,27 @@ def ratio_contrastive(f_out: Sequence[torch.Tensor], f_pos: Sequence[torch.Tenso
 
 class ContrastiveRegularization(nn.Module):
     """AECR-Net's CR loss: VGG19 relu1_1..relu5_1, weights 1/32,1/16,1/8,1/4,1; positive = clear image,
-    negative = hazy input. Usable as a trainer term: ``fn(out, batch, model)``."""
+    negative = hazy input. Usable as a trainer term: ``fn(out, batch, model)``.
 
-    def __init__(self, vgg: VGGFeatures | None = None, weights=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0), pretrained: bool = True):
+    ``normalize_input``: the released CR (GlassyWu/AECR-Net, ``models/CR.py``) feeds the [0, 1] images to
+    torchvision's pretrained VGG19 as they are, without ImageNet mean/std normalisation. The paper names the
+    network, the five layers and their weights but says nothing about input normalisation, so the default
+    follows the release (``False``); ``True`` ImageNet-normalises first (how torchvision's weights were
+    trained, and what irlib did before).
+    """
+
+    def __init__(self, vgg: VGGFeatures | None = None, weights=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0), pretrained: bool = True,
+                 normalize_input: bool = False):
         super().__init__()
         self.vgg = vgg or VGGFeatures("vgg19", pretrained=pretrained)
         self.weights = weights
+        self.normalize_input = normalize_input
 
     def forward(self, out: torch.Tensor, batch: dict, model: nn.Module | None = None) -> torch.Tensor:
         with torch.no_grad():
-            fp, fn = self.vgg(batch["gt"]), self.vgg(batch["lq"])
-        return ratio_contrastive(self.vgg(out), fp, fn, self.weights)
+            fp = self.vgg(batch["gt"], normalize=self.normalize_input)
+            fn = self.vgg(batch["lq"], normalize=self.normalize_input)
+        return ratio_contrastive(self.vgg(out, normalize=self.normalize_input), fp, fn, self.weights)
 
 
 class PerceptualLoss(nn.Module):
@@ -166,41 +181,149 @@ class AdversarialLoss(nn.Module):
             return ((self.d(out) - 1) ** 2).mean()
 
 
+def haar_details(x: torch.Tensor) -> torch.Tensor:
+    """One-level orthonormal Haar transform of ``x`` (B, C, H, W; H and W even), returning only the three detail
+    bands concatenated band-major: (B, 3C, H/2, W/2). PCL-SR's released discriminator reads this (its
+    ``--use_wavelet``, ``pytorch_wavelets.DWTForward(J=1, wave='haar')`` with the LH, HL, HH bands concatenated);
+    the band order and signs here may differ from that library's, which a learned first convolution absorbs."""
+    if x.shape[-1] % 2 or x.shape[-2] % 2:
+        raise ValueError(f"haar_details needs even height and width, got {tuple(x.shape[-2:])}")
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    return torch.cat([(a - b + c - d) / 2, (a + b - c - d) / 2, (a - b - c + d) / 2], 1)
+
+
+class BNDiscriminator(nn.Module):
+    """PCL-SR's released embedding network (its ``loss/discriminator.py`` with ``patchD``): 8 blocks of a bias-free
+    3x3 convolution, BatchNorm and LeakyReLU(0.2), widths 64, 64, 128, 128, 256, 256, 512, 512, strides 1, 2, 1, 2,
+    1, 2, 1, 2; head: adaptive average pooling to 4x4 and a 1x1 convolution (a 4x4 map of patch logits).
+    ``wavelet=True`` (the released scripts' ``--use_wavelet``) feeds it the Haar detail bands of the image
+    (9 channels at half resolution). ``features=True`` also returns the 8 block outputs after their LeakyReLU:
+    the release's ``--before_relu`` collects each BatchNorm output, but the in-place LeakyReLU that follows
+    overwrites that very tensor, so the features it really uses are the activated ones."""
+
+    WIDTHS = (64, 64, 128, 128, 256, 256, 512, 512)
+    STRIDES = (1, 2, 1, 2, 1, 2, 1, 2)
+
+    def __init__(self, in_ch: int = 3, wavelet: bool = True):
+        super().__init__()
+        self.wavelet = wavelet
+        c, blocks = in_ch * 3 if wavelet else in_ch, []
+        for w, st in zip(self.WIDTHS, self.STRIDES):
+            blocks.append(nn.Sequential(nn.Conv2d(c, w, 3, st, 1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(0.2)))
+            c = w
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Conv2d(c, 1, 1))
+
+    def forward(self, x: torch.Tensor, features: bool = False):
+        h, feats = (haar_details(x) if self.wavelet else x), []
+        for blk in self.blocks:
+            h = blk(h)
+            feats.append(h)
+        logit = self.head(h)
+        return (logit, feats) if features else logit
+
+
+def dual_contrastive_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The released PCL-SR discriminator loss for patch logits (its ``contrastive_D_loss``): every real logit
+    classified against all fake logits, plus every negated fake logit against all negated real logits
+    (cross-entropy with the first entry as the target, averaged, the two halves summed)."""
+    real, fake = real.reshape(-1), fake.reshape(-1)
+
+    def half(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        logits = torch.cat([a[:, None], b[None, :].expand(len(a), -1)], 1)
+        return F.cross_entropy(logits, torch.zeros(len(a), dtype=torch.long, device=a.device))
+    return half(real, fake) + half(-fake, -real)
+
+
+def _gauss1d(k: int, sigma: float) -> torch.Tensor:
+    r = torch.arange(k, dtype=torch.float32) - (k - 1) / 2
+    g = torch.exp(-r ** 2 / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def anisotropic_blur(x: torch.Tensor, kx: int, ky: int, sx: float, sy: float) -> torch.Tensor:
+    """Separable Gaussian blur, ``kx`` x ``ky`` taps with standard deviations ``sx``/``sy`` (reflect borders)."""
+    c = x.shape[1]
+    gx = _gauss1d(kx, sx).to(x.device, x.dtype).view(1, 1, 1, kx).repeat(c, 1, 1, 1)
+    gy = _gauss1d(ky, sy).to(x.device, x.dtype).view(1, 1, ky, 1).repeat(c, 1, 1, 1)
+    x = F.conv2d(F.pad(x, (kx // 2, kx // 2, 0, 0), mode="reflect"), gx, groups=c)
+    return F.conv2d(F.pad(x, (0, 0, ky // 2, ky // 2), mode="reflect"), gy, groups=c)
+
+
+def _quantize(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255).round().clamp(0, 255) / 255
+
+
 class PCLLoss(nn.Module):
     """PCL-SR (Wu, Jiang and Liu 2023), the SR contrastive paradigm SPN compares with in its Table 5.
 
-    Samples are made in frequency space: positives are the HR patch and ``n_aug`` sharpened copies
-    (sharpness factor drawn from ``sharp_range``: more high frequency than HR); negatives are the bicubic-
-    upsampled LR input and ``n_aug`` HR patches re-degraded by a random Gaussian blur (sigma in
-    ``blur_range``) and bicubic down/up-sampling (hard negatives: right content, missing high frequency).
-    The embedding is a discriminator (:class:`PatchDiscriminator`) trained alongside: each call first takes
-    one step on it (BCE on its mean patch logit, positives real, negatives and the detached output fake), then
-    returns the InfoNCE loss of the output against the
-    samples on the discriminator's normalised features (cosine similarity averaged over positions,
-    temperature ``tau``), averaged over positives and over ``layers``.
+    Samples are made in frequency space: positives are the HR patch and ``n_aug`` sharpened copies (more high
+    frequency than HR); negatives are the LR input and ``n_aug`` blurred copies of HR (hard negatives: right
+    content, missing high frequency). The embedding is a discriminator trained alongside: each call first takes
+    one step on it (positives real, negatives and the detached output fake), then returns the InfoNCE loss of
+    the output against the samples on the discriminator's channel-normalised features (cosine similarity
+    averaged over positions, temperature ``tau``), averaged over positives and over ``layers``.
 
-    Paper vs code: the released code computes the generator's discriminator features under ``no_grad``
-    and uses raw cosines (``tau=1``); here gradients reach the SR network (otherwise the term does nothing)
-    and ``tau`` is a parameter (default 1 as released). ``adv_weight`` adds the released optional GAN term.
+    ``embedding="irlib"`` (default, irlib's light version): a small :class:`PatchDiscriminator` (InstanceNorm),
+    BCE on its mean patch logit, features of its 3 stages, ``n_aug=2``, sharpening factor in ``sharp_range``,
+    negatives blurred (sigma in ``blur_range``) then bicubically down- and up-sampled, bicubic resizing with
+    ``align_corners=False``.
+    ``embedding="release"`` follows the released code and scripts (Aitical/PCL-SISR, ``loss/adversarial.py``
+    with ``--loss ...CL-patchD --cl_loss_type InfoNCE --use_wavelet --before_relu --contras_D_train
+    --cl_layer 4 --no_ad_loss``): the 8-block BatchNorm :class:`BNDiscriminator` on Haar detail bands, trained
+    with :func:`dual_contrastive_d_loss` on all positives vs the augmented negatives and the output; InfoNCE on
+    block ``layers=(4,)`` (the option's default in the release is 0,2,4,6, passed by none of its scripts);
+    raw cosines (``tau=1``); ``n_aug=3`` positives sharpened per image by a factor in [0.5, 3.0] and negatives
+    blurred by a random anisotropic Gaussian (kernel 3..11, sigma 0.1..2.0, no resampling), both quantised to
+    8 bits; the LR negative resized bicubically with ``align_corners=True``; each sample set embedded by its
+    own call, the BatchNorm in training mode. The released scripts weight the term 5 (RCAN, pixel range 255,
+    i.e. 5/255 on [0, 1] images) and 3 (NLSN, range 1): :data:`PCL_RELEASE_WEIGHTS`.
+
+    Paper vs code: the released code computes the generator's discriminator features under ``no_grad`` (the
+    term then sends no gradient to the SR network); both variants here let the gradient reach the SR output
+    (otherwise the term does nothing). ``adv_weight`` adds a GAN generator term (the release's is off:
+    ``--no_ad_loss``).
     """
 
-    def __init__(self, scale: int = 4, n_aug: int = 2, tau: float = 1.0, layers: Sequence[int] = (0, 1, 2),
-                 sharp_range: tuple[float, float] = (2.5, 6.0), blur_range: tuple[float, float] = (0.5, 2.5),
-                 lr: float = 1e-4, adv_weight: float = 0.0, seed: int = 0):
+    def __init__(self, scale: int = 4, n_aug: int | None = None, tau: float = 1.0, layers: Sequence[int] | None = None,
+                 sharp_range: tuple[float, float] | None = None, blur_range: tuple[float, float] = (0.5, 2.5),
+                 lr: float = 1e-4, adv_weight: float = 0.0, seed: int = 0, embedding: str = "irlib"):
         super().__init__()
-        self.scale, self.n_aug, self.tau, self.layers = scale, n_aug, tau, tuple(layers)
-        self.sharp_range, self.blur_range, self.adv_weight = sharp_range, blur_range, adv_weight
-        self.embed = PatchDiscriminator()
+        if embedding not in ("irlib", "release"):
+            raise ValueError(f"embedding must be 'irlib' or 'release', got {embedding!r}")
+        rel = embedding == "release"
+        self.embedding = embedding
+        self.scale, self.tau = scale, tau
+        self.n_aug = n_aug if n_aug is not None else (3 if rel else 2)
+        self.layers = tuple(layers) if layers is not None else ((4,) if rel else (0, 1, 2))
+        self.sharp_range = sharp_range or ((0.5, 3.0) if rel else (2.5, 6.0))
+        self.blur_range, self.adv_weight = blur_range, adv_weight
+        self.embed = BNDiscriminator() if rel else PatchDiscriminator()
         self.opt = torch.optim.Adam(self.embed.parameters(), lr=lr, betas=(0.9, 0.999))
         self.gen = torch.Generator().manual_seed(seed)
 
     def _u(self, lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(torch.rand((), generator=self.gen))
 
+    def _odd(self, lo: int, hi: int) -> int:
+        return 2 * int(torch.randint(lo, hi + 1, (), generator=self.gen)) + 1
+
     @torch.no_grad()
     def samples(self, hr: torch.Tensor, lq: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(positives, negatives), each a list of tensors shaped like ``hr``."""
+        """(positives, negatives): lists of tensors shaped like ``hr``, except the release variant's first
+        negative, the LR input itself (resized when embedded)."""
         from torchvision.transforms.functional import adjust_sharpness
+
+        if self.embedding == "release":
+            pos = [hr]
+            for _ in range(self.n_aug):
+                pos.append(_quantize(torch.stack([adjust_sharpness(im, self._u(*self.sharp_range)) for im in hr])))
+            neg = [lq]
+            for _ in range(self.n_aug):
+                kx, ky = self._odd(1, 5), self._odd(1, 5)
+                neg.append(_quantize(anisotropic_blur(hr, kx, ky, self._u(0.1, 2.0), self._u(0.1, 2.0))))
+            return pos, neg
         from .data.degrade import bicubic_down, gaussian_blur
 
         size = hr.shape[-2:]
@@ -225,25 +348,46 @@ class PCLLoss(nn.Module):
                 total = total + F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
         return total / (len(self.layers) * len(f_pos))
 
-    def forward(self, out: torch.Tensor, batch: dict, model: nn.Module | None = None) -> torch.Tensor:
-        self.embed.to(out.device)
-        pos, neg = self.samples(batch["gt"], batch["lq"])
-        b = out.shape[0]
-        with torch.enable_grad():                                   # 1) discriminator / embedding step
-            real = self.embed(torch.cat(pos)).mean((1, 2, 3))
-            fake = self.embed(torch.cat(neg + [out.detach()])).mean((1, 2, 3))
-            d_loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + \
-                F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+    def _release_forward(self, out: torch.Tensor, pos: list[torch.Tensor], neg: list[torch.Tensor]):
+        size = out.shape[-2:]
+        with torch.enable_grad():                                   # 1) discriminator step (dual contrastive)
+            real = torch.cat([self.embed(p) for p in pos])          # one call per set: BatchNorm statistics
+            fake = torch.cat([self.embed(n) for n in neg[1:] + [out.detach()]])  # per set, as released
+            d_loss = dual_contrastive_d_loss(real, fake)
             self.opt.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt.step()
-        with torch.no_grad():                                       # 2) contrastive term for the SR network
-            feats = self.embed(torch.cat(pos + neg), features=True)[1]
-        split = [[f[i * b:(i + 1) * b] for f in feats] for i in range(len(pos) + len(neg))]
+        neg = [F.interpolate(n, size=size, mode="bicubic", align_corners=True).clamp(0, 1) if n.shape[-2:] != size
+               else n for n in neg]
+        with torch.no_grad():                                       # 2) one embedding call per sample set
+            f_pos = [self.embed(p, features=True)[1] for p in pos]
+            f_neg = [self.embed(n, features=True)[1] for n in neg]
         with frozen(self.embed):
             logit, f_out = self.embed(out, features=True)
-        logit = logit.mean((1, 2, 3))
-        loss = self.info_nce(f_out, split[:len(pos)], split[len(pos):])
+        return logit.mean((1, 2, 3)), self.info_nce(f_out, f_pos, f_neg)
+
+    def forward(self, out: torch.Tensor, batch: dict, model: nn.Module | None = None) -> torch.Tensor:
+        self.embed.to(out.device)
+        pos, neg = self.samples(batch["gt"], batch["lq"])
+        if self.embedding == "release":
+            logit, loss = self._release_forward(out, pos, neg)
+        else:
+            b = out.shape[0]
+            with torch.enable_grad():                               # 1) discriminator / embedding step
+                real = self.embed(torch.cat(pos)).mean((1, 2, 3))
+                fake = self.embed(torch.cat(neg + [out.detach()])).mean((1, 2, 3))
+                d_loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + \
+                    F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+                self.opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                self.opt.step()
+            with torch.no_grad():                                   # 2) contrastive term for the SR network
+                feats = self.embed(torch.cat(pos + neg), features=True)[1]
+            split = [[f[i * b:(i + 1) * b] for f in feats] for i in range(len(pos) + len(neg))]
+            with frozen(self.embed):
+                logit, f_out = self.embed(out, features=True)
+            logit = logit.mean((1, 2, 3))
+            loss = self.info_nce(f_out, split[:len(pos)], split[len(pos):])
         if self.adv_weight:
             loss = loss + self.adv_weight * F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
         return loss
@@ -255,6 +399,11 @@ class PCLLoss(nn.Module):
         self.embed.load_state_dict(sd["embed"], strict)
         self.opt.load_state_dict(sd["opt"])
         self.gen.set_state(sd["gen"])
+
+
+#: Weights of the CL term in PCL-SR's released training scripts (``--loss 1*L1+<w>*CL-patchD``), with the pixel
+#: range they train in: on [0, 1] images the RCAN weight corresponds to 5/255.
+PCL_RELEASE_WEIGHTS = {"rcan_x4": {"weight": 5.0, "rgb_range": 255}, "nlsn_x4": {"weight": 3.0, "rgb_range": 1}}
 
 
 def l1(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
