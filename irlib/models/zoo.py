@@ -31,14 +31,15 @@ def _cls(path: str) -> Any:
     return getattr(importlib.import_module(mod), name)
 
 
-def _ctor(path: str, method: str | None = None) -> Callable[..., nn.Module]:
-    """``cls(**kw)`` for size=full when ``method`` is None, else ``cls.method(**kw)``; tiny builds ``cls(**tiny)``."""
+def _ctor(path: str, method: str | None = None, **fixed: Any) -> Callable[..., nn.Module]:
+    """Full size: ``cls.method(**fixed, **kw)`` (or ``cls(**fixed, **kw)``); tiny: ``cls.tiny(**kw)`` when the
+    family defines it, else ``cls(**tiny_kw, **kw)``."""
 
     def build(size: str, tiny_kw: dict, features=None, **kw) -> nn.Module:
         cls = _cls(path)
         if size == "tiny":
-            return cls(**{**tiny_kw, **kw})
-        return getattr(cls, method)(**kw) if method else cls(**kw)
+            return cls.tiny(**{**fixed, **kw}) if hasattr(cls, "tiny") else cls(**{**tiny_kw, **fixed, **kw})
+        return getattr(cls, method)(**fixed, **kw) if method else cls(**fixed, **kw)
 
     return build
 
@@ -69,21 +70,14 @@ def _dinoir(size: str, tiny_kw: dict, features=None, use_psf: bool = True, layer
 
 ZOO: dict[str, Entry] = {
     # SPN's backbones
-    "EDSR-light": Entry(_ctor("irlib.models.edsr:EDSR"), scale=True, tiny_kw=dict(n_feats=16, n_blocks=2)),
-    "SwinIR-light": Entry(_ctor("irlib.models.swinir:SwinIR", "light"), scale=True,
-                          tiny_kw=dict(dim=12, depths=(2, 2), heads=(2, 2), window=4)),
-    "SwinIR": Entry(_ctor("irlib.models.swinir:SwinIR", "classical"), scale=True,
-                    tiny_kw=dict(dim=12, depths=(2, 2), heads=(2, 2), window=4, upsampler="pixelshuffle")),
-    "FFANet": Entry(_ctor("irlib.models.ffanet:FFANet"), tiny_kw=dict(groups=1, blocks=2, dim=16)),
-    "DehazeFormer-T": Entry(_ctor("irlib.models.dehazeformer:DehazeFormer", "t"), pad=4,
-                            tiny_kw=dict(dims=(8, 16, 24, 16, 8), depths=(1, 1, 2, 1, 1), heads=(1, 2, 2, 1, 1),
-                                         mlp_ratios=(2, 2, 2, 2, 2), attn_ratio=(0, 0.5, 0.5, 0, 0))),
-    "DehazeFormer-S": Entry(_ctor("irlib.models.dehazeformer:DehazeFormer", "s"), pad=4,
-                            tiny_kw=dict(dims=(8, 16, 24, 16, 8), depths=(1, 1, 2, 1, 1), heads=(1, 2, 2, 1, 1),
-                                         mlp_ratios=(2, 2, 2, 2, 2), attn_ratio=(0.25, 0.5, 0.75, 0, 0))),
-    "DehazeFormer-B": Entry(_ctor("irlib.models.dehazeformer:DehazeFormer", "b"), pad=4,
-                            tiny_kw=dict(dims=(8, 16, 24, 16, 8), depths=(2, 2, 2, 1, 1), heads=(1, 2, 2, 1, 1),
-                                         mlp_ratios=(2, 2, 2, 2, 2), attn_ratio=(0.25, 0.5, 0.75, 0, 0))),
+    "EDSR-light": Entry(_ctor("irlib.models.edsr:EDSR", "light"), scale=True),
+    "SwinIR-light": Entry(_ctor("irlib.models.swinir:SwinIR", "light"), scale=True),
+    "SwinIR": Entry(_ctor("irlib.models.swinir:SwinIR", "classical"), scale=True),
+    "FFANet": Entry(_ctor("irlib.models.ffanet:FFANet")),
+    # DehazeFormer's release trains on images mapped to [-1, 1]: signed_io does that inside the network
+    "DehazeFormer-T": Entry(_ctor("irlib.models.dehazeformer:DehazeFormer", "t", signed_io=True), pad=4),
+    "DehazeFormer-S": Entry(_ctor("irlib.models.dehazeformer:DehazeFormer", "s", signed_io=True), pad=4),
+    "DehazeFormer-B": Entry(_ctor("irlib.models.dehazeformer:DehazeFormer", "b", signed_io=True), pad=4),
     "NAFNet": Entry(_ctor("irlib.models.nafnet:NAFNet"), pad=16, tiny_kw=dict(width=8, enc=(1, 1, 1, 1))),
     "IDT": Entry(_ctor("irlib.models.idt:IDT"), pad=128, min_patch=128,
                  tiny_kw=dict(img_size=32, embed_dim=4, win_size=2, num_heads=(1, 1, 2, 2, 2, 2, 2, 1, 1),
@@ -93,11 +87,16 @@ ZOO: dict[str, Entry] = {
     "TextPromptIR": Entry(_textpromptir, pad=8),
     "DINO-IR": Entry(_dinoir, pad=8),
     # DiffLoss's baselines
-    "MSBDN": Entry(_ctor("irlib.models.msbdn:MSBDN"), pad=16, tiny_kw=dict(base=4, res_blocks=1)),
+    "TaylorFormer": Entry(_ctor("irlib.models.taylorformer:TaylorFormer", "b"), pad=8,
+                          note="MB-TaylorFormer-B (the DiffLoss paper does not say B or L; see the module docstring)"),
+    "FSDGN": Entry(_ctor("irlib.models.fsdgn:FSDGN"), pad=16),
+    "RCD-Net": Entry(_ctor("irlib.models.rcdnet:RCDNet")),
+    "EfDeRain": Entry(_ctor("irlib.models.efderain:EfDeRain"), pad=16, tiny_kw=dict(widths=(8, 8, 16, 16, 16))),
+    "DeepLPF": Entry(_ctor("irlib.models.deeplpf:DeepLPF"), min_patch=32),
+    "IAT": Entry(_ctor("irlib.models.iat:IAT"), note="IAT is 91K parameters: the released size also in smoke"),
+    "MSBDN": Entry(_ctor("irlib.models.msbdn:MSBDN"), pad=16),
     "GridDehazeNet": Entry(_ctor("irlib.models.gridnet:GridDehazeNet"), pad=4,
                            tiny_kw=dict(depth_rate=8, width=4, num_dense_layer=2, growth_rate=8)),
-    "IAT": Entry(_ctor("irlib.models.iat:IAT"), note="IAT is 91K parameters: the released size also in smoke"),
-    "EfDeRain": Entry(_ctor("irlib.models.efderain:EfDeRain"), pad=16, tiny_kw=dict(widths=(8, 8, 16, 16, 16))),
 }
 
 

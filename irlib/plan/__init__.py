@@ -23,12 +23,13 @@ __all__ = ["PAPERS", "PROFILES", "ROW_COLUMNS", "Builder", "Plan", "Profile", "g
            "Study", "StudySpec", "Term", "TestSet"]
 
 
-def build(paper: str, profile: str | Profile = "full") -> Plan:
-    """The plan of ``paper`` (spn, textpromptir, diffloss, dinoir) for ``profile`` (smoke, rehearse, full)."""
+def build(paper: str, profile: str | Profile = "full", seed: int = 0) -> Plan:
+    """The plan of ``paper`` (spn, textpromptir, diffloss, dinoir) for ``profile`` (smoke, rehearse, full);
+    ``seed`` offsets every run's seed."""
     if paper not in PAPERS:
         raise ValueError(f"paper must be one of {', '.join(PAPERS)}; got {paper!r}")
-    return importlib.import_module(f".papers.{paper}", __name__).build(get_profile(profile))
+    return importlib.import_module(f".papers.{paper}", __name__).build(get_profile(profile), seed)
 
 
-def build_all(profile: str | Profile = "full", papers=PAPERS) -> list[Plan]:
-    return [build(p, profile) for p in papers]
+def build_all(profile: str | Profile = "full", papers=PAPERS, seed: int = 0) -> list[Plan]:
+    return [build(p, profile, seed) for p in papers]

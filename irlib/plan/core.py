@@ -183,10 +183,10 @@ class Builder:
     average columns, studies and figures. In the smoke profile every data reference becomes the offline
     photos and every schedule the profile's short one; in the rehearsal the runs carry the caps."""
 
-    def __init__(self, paper: str, profile: Profile | str):
+    def __init__(self, paper: str, profile: Profile | str, seed: int = 0):
         self.P = get_profile(profile)
         self.plan = Plan(paper, self.P)
-        self.paper = paper
+        self.paper, self.base_seed = paper, seed
 
     # ------------------------------------------------------------------ specs
     @property
@@ -210,7 +210,7 @@ class Builder:
         rec = (Term(sched.rec),) if not any(t.name == sched.rec for t in terms) else ()
         return RunSpec(
             paper=self.paper, net=net, train=tuple(Source(self.data(d), t) for d, t in train), terms=rec + tuple(terms),
-            schedule=sched, seed=seed, net_kw=freeze(net_kw), size=self.P.size, weights=self.P.weights,
+            schedule=sched, seed=self.base_seed + seed, net_kw=freeze(net_kw), size=self.P.size, weights=self.P.weights,
             forward=forward, text_encoder=(self.P.text_encoder if text_encoder is None else text_encoder) if forward == "text" else "",
             select=freeze(select), limits=self.P.limits, label=label or net)
 

@@ -16,7 +16,9 @@ from ..core import Builder, Plan, Profile
 from ..spec import EvalSpec, RunSpec, Term
 
 SR_SETS = ("Set14", "B100", "Urban100", "Manga109")
-DERAIN = {"Rain100L": ("rain100l:train", "rain100l:test"), "Rain100H": ("rain100h:train", "rain100h:test"),
+# SPN's Table 2 heads its columns Rain100L/H, its setup text says Rain200L/H, and its IDT numbers equal IDT's
+# Rain200L/H results: the rows keep the table's names and are measured on Rain200L/H.
+DERAIN = {"Rain100L": ("rain200l:train", "rain200l:test"), "Rain100H": ("rain200h:train", "rain200h:test"),
           "DID": ("did:train", "did:test-all"), "DDN": ("ddn:train", "ddn:test"), "SPA": ("spa:train", "spa:test")}
 DEHAZE = {"train=ITS": ("reside_its:train", "ITS", "reside_sots:indoor", "SOTS-indoor"),
           "train=RESIDE-6K": ("reside_6k:train", "RESIDE-6K", "reside_6k:test", "SOTS-mix")}
@@ -36,8 +38,8 @@ def schedule(key: str) -> Schedule:
     return Schedule(300_000, 8, 128, 2e-4, source="irlib choice: no released schedule")
 
 
-def build(P: Profile) -> Plan:
-    B = Builder("spn", P)
+def build(P: Profile, seed: int = 0) -> Plan:
+    B = Builder("spn", P, seed)
     steps = SMOKE_STEPS if B.smoke else PAPER_STEPS
 
     def spn(lam: float = 1e-4, w: float = 0.1, hist: tuple[int, ...] = steps, **kw) -> Term:
@@ -66,9 +68,10 @@ def build(P: Profile) -> Plan:
         base = B.run("IDT", train=[(train, "rain")], schedule=schedule(f"IDT {ds}"), label=f"IDT ({ds})")
         a, b = pair(base)
         ev = EvalSpec(B.testset(test, "rain"), channel="y")
-        B.measure("Table 2", "IDT", "", ds, a, ev, notes="retrained on this dataset's training split")
-        B.measure("Table 2", "IDT+SPN", "", ds, b, ev, baseline=a, baseline_label="IDT",
-                  notes="retrained on this dataset's training split")
+        note = "retrained on this dataset's training split" + (
+            f"; measured on {test.split(':')[0].replace('rain', 'Rain')} (SPN's setup text)" if "200" in test else "")
+        B.measure("Table 2", "IDT", "", ds, a, ev, notes=note)
+        B.measure("Table 2", "IDT+SPN", "", ds, b, ev, baseline=a, baseline_label="IDT", notes=note)
         if ds == "Rain100L":
             idt_rain = (a, b, ev)
     for m in ("IDT", "IDT+SPN"):

@@ -1,0 +1,116 @@
+"""What a paper notebook calls: build the plan, run what the store lacks, gather the rows, show each table in
+the paper's layout, draw the figures. Kept here so the notebooks stay thin."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ..results import SMOKE_BANNER
+from .core import Plan, gather
+from .store import RunStore
+
+REHEARSE_BANNER = ("REHEARSAL — the full profile's networks, schedules, loaders and conventions on synthetic images "
+                   "in the real folder layouts, 2 training steps per run, 2 images per test set, random weights. "
+                   "It checks that the full reproduction runs; its numbers mean nothing.")
+
+
+@dataclass
+class Session:
+    """One notebook's reproduction of one paper."""
+
+    plan: Plan
+    store: RunStore
+    out_dir: Path
+    device: str = "cpu"
+    data_root: str = "data"
+    files: dict = field(default_factory=dict)
+    rows: pd.DataFrame | None = None
+
+    def banner(self) -> str:
+        return {"smoke": SMOKE_BANNER, "rehearse": REHEARSE_BANNER}.get(self.plan.profile.name, "")
+
+    def run(self, executor: str = "inline", **kw) -> pd.DataFrame:
+        """Train and evaluate what the store lacks (all finished already when ``irlib reproduce`` ran the jobs
+        through the local or Slurm executor); then gather the rows and write ``results.csv``."""
+        from .execute import execute
+
+        status = execute(self.plan, self.store, executor=executor, device=self.device, data_root=self.data_root,
+                         files=self.files, **kw)
+        self.gather()
+        return status
+
+    def gather(self) -> pd.DataFrame:
+        self.rows = gather(self.plan, self.store)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.out_dir / ".results.csv.partial"
+        self.rows.to_csv(tmp, index=False)
+        tmp.replace(self.out_dir / "results.csv")
+        return self.rows
+
+    def table(self, table: str) -> list[pd.DataFrame]:
+        """Table ``table`` in the paper's layout: cells ``reproduced / paper (Δ)``, one frame per block."""
+        from ..report import build_table
+        from ..results import reference
+
+        if self.rows is None:
+            self.gather()
+        banner = self.banner()
+        if banner:
+            print(banner)
+        ref = reference(self.plan.paper)
+        ref = ref[ref.table == table]
+        rep = self.rows[self.rows.table == table].fillna({"notes": "", "baseline": "", "setting": ""})
+        view = build_table(self.plan.paper, table, ref, rep)
+        frames = []
+        for b in view.blocks:
+            cols = pd.MultiIndex.from_tuples([(g or "", m) for g, ms in b.groups for m in ms])
+            idx = pd.MultiIndex.from_tuples(b.rows, names=["method", "setting"])
+            frames.append(pd.DataFrame([[c.text for c in line] for line in b.cells], index=idx, columns=cols))
+        for n, text in enumerate(view.footnotes, 1):
+            print(f"[{n}] {text}")
+        return frames
+
+    def gains(self, tables: Sequence[str] | None = None) -> pd.DataFrame:
+        """Variant-vs-baseline gains with their paired-bootstrap 95% intervals (differences, not values)."""
+        r = self.rows if self.rows is not None else self.gather()
+        d = r[(r.baseline.fillna("") != "") & r.gain.notna()]
+        if tables:
+            d = d[d.table.isin(tables)]
+        return d[["table", "method", "baseline", "setting", "dataset", "metric", "gain", "gain_ci_low", "gain_ci_high"]]
+
+    def figures(self, only: Sequence[str] | None = None) -> list[Path]:
+        """Draw every planned figure (or those in ``only``) into ``<out_dir>/figures``."""
+        from .drawing import FigureContext, draw
+        from .features import FeatureBank
+
+        rows = self.rows if self.rows is not None else self.gather()
+        out = []
+        for spec in self.plan.figures:
+            if only and spec.figure not in only:
+                continue
+            ready = all(self.store.done(r.key()) for r in spec.runs) and all(self.store.done(s.key()) for s in spec.studies)
+            if not ready:
+                print(f"[{spec.figure}] skipped: its runs are not finished (see irlib status)")
+                continue
+            fb = FeatureBank(self.plan.profile.weights, self.plan.profile.size, self.device, files=self.files,
+                             cache=str(self.store.root / "_text"))
+            ctx = FigureContext(spec, self.store, rows[rows.paper == self.plan.paper], self.out_dir, self.data_root,
+                                self.device, fb, self.plan.profile.name)
+            out += draw(spec, ctx)
+        return out
+
+
+def session(paper: str, *, profile: str = "smoke", device: str = "cpu", data_root: str = "data", seed: int = 0,
+            out_dir: str = "reports/smoke/" , runs_dir: str = "", files: dict | None = None,
+            only: Sequence[str] | None = None) -> Session:
+    """The notebook's entry point. ``runs_dir`` defaults to ``<out_dir>/../runs`` (shared by the papers of
+    one ``irlib reproduce``); ``only`` keeps some tables (``["Table 1", "Fig. 4"]``)."""
+    from . import build
+
+    plan = build(paper, profile, seed=seed).select(only)
+    out = Path(out_dir).resolve()
+    store = RunStore(Path(runs_dir).resolve() if runs_dir else out.parent / "runs")
+    return Session(plan, store, out, device, str(Path(data_root).resolve()), dict(files or {}))
