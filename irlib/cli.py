@@ -1,59 +1,194 @@
-"""Command line: ``irlib reproduce``, ``irlib data fetch``, ``irlib notebooks sync``."""
+"""Command line: ``irlib plan | reproduce | status | doctor | eval | data | weights | notebooks``."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+PROFILE_HELP = ("smoke: tiny networks, offline photos, random feature networks (CPU minutes); rehearse: the full "
+                "plan on synthetic data in the real layouts, 2 steps per run; full: the papers' settings")
+
+
+def _fmt(ap: argparse.ArgumentParser) -> None:
+    ap.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="irlib", description="Reproduce SPN, TextPromptIR, DiffLoss and DINO-IR.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("plan", help="list the rows, runs, datasets, weights and estimated GPU-hours of a profile")
+    p.add_argument("--profile", choices=["smoke", "rehearse", "full"], default="full", help=PROFILE_HELP)
+    p.add_argument("--only", action="append", metavar="PAPER[/TABLE]",
+                   help="e.g. spn or 'spn/Table 1' (repeatable; default: all four papers)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table: a summary per table; csv: every planned row (paper,table,method,setting,dataset,metric)")
+    p.add_argument("--runs", action="store_true", help="list the runs with their estimated GPU-hours instead of rows")
+    p.add_argument("--seed", type=int, default=0, help="offset of every run's seed")
+
+    r = sub.add_parser("reproduce", help="preflight, train the plans' runs, execute the notebooks, write the report")
+    r.add_argument("--profile", choices=["smoke", "rehearse", "full"], default="smoke", help=PROFILE_HELP)
+    r.add_argument("--only", action="append", metavar="NOTEBOOK[/TABLE]",
+                   help="notebook (spn, textpromptir, diffloss, dinoir, benchmarks), optionally /table, e.g. "
+                        "'spn/Table 1' (repeatable)")
+    r.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
+                   help="inline: the notebooks train; local: one worker per GPU (or --jobs CPU workers) first; "
+                        "slurm: Slurm array jobs through submitit first")
+    r.add_argument("--jobs", type=int, default=1, help="parallel notebooks (inline) or CPU workers (local on CPU)")
+    r.add_argument("--out", default="reports", help="output folder; results go to OUT/PROFILE")
+    r.add_argument("--device", default="cpu", help="cpu or cuda")
+    r.add_argument("--data-root", default="data", help="folder holding the datasets in their manifests' layouts")
+    r.add_argument("--seed", type=int, default=0, help="offset of every run's seed")
+    r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                   help="pass a notebook parameter (validated against the parameters cells), e.g. "
+                        "-p adm_checkpoint /w/256x256_diffusion_uncond.pt (repeatable)")
+    r.add_argument("--skip-missing", action="store_true",
+                   help="run what the present data allows; tables needing missing data become rows saying why")
+    r.add_argument("--cell-timeout", type=int, default=None,
+                   help="papermill per-cell timeout in seconds (default: none; training time limits belong to runs: "
+                        "--time-min with Slurm)")
+    r.add_argument("--progress-every", type=float, default=10.0, help="seconds between live progress lines")
+    r.add_argument("--partition", help="Slurm partition (slurm executor)")
+    r.add_argument("--gpus-per-run", type=int, default=1, help="GPUs per run (slurm executor)")
+    r.add_argument("--time-min", type=int, default=1440,
+                   help="Slurm time limit per task in minutes; a task that hits it is requeued and resumes")
+    r.add_argument("--array-parallelism", type=int, default=None, help="Slurm: at most this many tasks at once")
+
+    s = sub.add_parser("status", help="state of every run in a run store (done, running with progress, failed)")
+    s.add_argument("--out", default="reports", help="the --out of irlib reproduce")
+    s.add_argument("--profile", choices=["smoke", "rehearse", "full"], default="full")
+
+    d = sub.add_parser("doctor", help="check every dataset and weight a profile needs (the reproduce preflight)")
+    d.add_argument("--profile", choices=["smoke", "rehearse", "full"], default="full", help=PROFILE_HELP)
+    d.add_argument("--only", action="append", metavar="PAPER[/TABLE]", help="restrict to these papers/tables")
+    d.add_argument("--data-root", default="data", help="folder holding the datasets")
+
+    e = sub.add_parser("eval", help="evaluate a released checkpoint on a paper test set, with that field's metric "
+                                    "convention; writes tidy rows marked weights=released")
+    e.add_argument("weights", help="weights manifest name (irlib weights list)")
+    e.add_argument("--checkpoint", help="local checkpoint file (default: the fetched file under --weights-root)")
+    e.add_argument("--data-root", default="data", help="folder holding the datasets")
+    e.add_argument("--weights-root", default=None, help="where checkpoints are fetched (default DATA_ROOT/weights)")
+    e.add_argument("--out", default="reports/released", help="folder for results.csv")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
+
+    da = sub.add_parser("data", help="datasets")
+    dsub = da.add_subparsers(dest="dcmd", required=True)
+    f = dsub.add_parser("fetch", help="download a dataset from its manifest with checksum verification")
+    f.add_argument("name")
+    f.add_argument("--root", default="data", help="data root")
+    f.add_argument("--allow-unverified", action="store_true", help="accept a file whose manifest has no sha256")
+    f.add_argument("--force", action="store_true", help="download again even if present")
+    ls = dsub.add_parser("list", help="every manifest: present, fetchable or manual")
+    ls.add_argument("--root", default="data", help="data root")
+    sy = dsub.add_parser("synth", help="write tiny synthetic images into every manifest's declared layout")
+    sy.add_argument("--root", required=True, help="where to write (e.g. /tmp/irlib-synth)")
+    sy.add_argument("--n", type=int, default=3, help="images per split")
+    sy.add_argument("--side", type=int, default=128, help="image side in pixels")
+
+    w = sub.add_parser("weights", help="released checkpoints and pretrained feature networks")
+    wsub = w.add_subparsers(dest="wcmd", required=True)
+    wl = wsub.add_parser("list", help="every weights manifest and its state")
+    wl.add_argument("--root", default="data/weights", help="weights root")
+    wf = wsub.add_parser("fetch", help="download and verify one")
+    wf.add_argument("name")
+    wf.add_argument("--root", default="data/weights", help="weights root")
+    wf.add_argument("--allow-unverified", action="store_true", help="accept a file with no published checksum")
+
+    n = sub.add_parser("notebooks", help="notebook sources")
+    n.add_argument("action", choices=["sync", "check"], help="sync: write .ipynb from .py; check: list stale ones")
+    for sp in sub.choices.values():
+        _fmt(sp)
+    for sp in (dsub, wsub):
+        for x in sp.choices.values():
+            _fmt(x)
+    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="irlib", description="Reproduce SPN, TextPromptIR, DiffLoss and DINO-IR.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    if argv is None and hasattr(__import__("signal"), "SIGPIPE"):  # `irlib plan --format csv | head` ends quietly
+        import signal
 
-    r = sub.add_parser("reproduce", help="run the notebooks with papermill and write the report")
-    r.add_argument("--profile", choices=["smoke", "full"], default="smoke")
-    r.add_argument("--only", action="append", help="notebook name prefix, e.g. spn or spn/tables (repeatable)")
-    r.add_argument("--jobs", type=int, default=1)
-    r.add_argument("--out", default="reports")
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--data-root", default="data")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    a = build_parser().parse_args(argv)
+    from .data.datasets import DatasetError
+    from .reproduce import Interrupted, MissingInputs, UsageError
 
-    d = sub.add_parser("data", help="datasets")
-    dsub = d.add_subparsers(dest="dcmd", required=True)
-    f = dsub.add_parser("fetch", help="download a dataset from its manifest with checksum verification")
-    f.add_argument("name")
-    f.add_argument("--root", default="data")
-    f.add_argument("--allow-unverified", action="store_true")
-    f.add_argument("--force", action="store_true")
-    dsub.add_parser("list", help="list the manifests")
+    try:
+        return _dispatch(a)
+    except UsageError as e:
+        print(f"irlib {a.cmd}: {e}", file=sys.stderr)
+        return 2
+    except MissingInputs as e:
+        print(f"irlib {a.cmd}: {e}", file=sys.stderr)
+        return 3
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return 130
 
-    n = sub.add_parser("notebooks", help="notebook sources")
-    n.add_argument("action", choices=["sync", "check"])
 
-    a = ap.parse_args(argv)
+def _plans(only, profile, seed=0):
+    from . import plan
+    from .reproduce import PAPERS, UsageError
+
+    chosen: dict[str, list[str]] = {}
+    for item in only or PAPERS:
+        name, _, table = item.partition("/")
+        if name not in PAPERS:
+            raise UsageError(f"--only {item!r}: unknown paper {name!r}; choose from {', '.join(PAPERS)}")
+        if table:
+            known = plan.build(name, "full").tables()
+            match = [t for t in known if t.lower() == table.lower()]
+            if not match:
+                raise UsageError(f"--only {item!r}: {name} has no {table!r}; it has: {', '.join(known)}")
+            chosen.setdefault(name, []).append(match[0])
+        else:
+            chosen[name] = []
+    return [plan.build(n, profile, seed).select(t) for n, t in chosen.items()]
+
+
+def _dispatch(a) -> int:
+    if a.cmd == "plan":
+        return _cmd_plan(a)
     if a.cmd == "reproduce":
         from .reproduce import reproduce
 
-        st = reproduce(a.profile, a.out, a.only, a.jobs, a.device, a.data_root, a.seed, a.timeout)
+        slurm = {"partition": a.partition, "gpus_per_run": a.gpus_per_run, "time_min": a.time_min,
+                 "array_parallelism": a.array_parallelism}
+        st = reproduce(a.profile, a.out, a.only, a.jobs, a.device, a.data_root, a.seed, a.cell_timeout, a.executor,
+                       dict(a.param), a.skip_missing, slurm, a.progress_every)
         print(st.to_string(index=False))
-        print(f"report: {a.out}/{a.profile}/report.md")
+        print(f"report: {Path(a.out) / a.profile / 'report.html'}")
         return 0 if (st["status"] == "ok").all() else 1
-    if a.cmd == "data":
-        from .data.datasets import DatasetError
-        from .data.fetch import fetch, load_manifest, manifest_dir
+    if a.cmd == "status":
+        return _cmd_status(a)
+    if a.cmd == "doctor":
+        from .plan.preflight import preflight
 
-        if a.dcmd == "list":
-            for p in sorted(manifest_dir().glob("*.yaml")):
-                m = load_manifest(p)
-                print(f"{m['name']:14s} {m.get('description', '')}")
-            return 0
-        try:
-            print(fetch(a.name, a.root, allow_unverified=a.allow_unverified, force=a.force))
-        except DatasetError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        table = preflight(_plans(a.only, a.profile), a.data_root)
+        import pandas as pd
+
+        with pd.option_context("display.max_colwidth", 140, "display.width", 250):
+            print(table.to_string(index=False))
+        bad = table[table.state != "present"]
+        print(f"{len(table) - len(bad)} of {len(table)} inputs present")
+        return 0 if bad.empty else 3
+    if a.cmd == "eval":
+        from .released import evaluate_released
+
+        rows = evaluate_released(a.weights, data_root=a.data_root, weights_root=a.weights_root, checkpoint=a.checkpoint,
+                                 out=a.out, device=a.device, limit=a.limit)
+        print(rows[["paper", "table", "method", "dataset", "metric", "value", "notes"]].to_string(index=False))
         return 0
+    if a.cmd == "data":
+        return _cmd_data(a)
+    if a.cmd == "weights":
+        return _cmd_weights(a)
     if a.cmd == "notebooks":
         from .reproduce import sync_notebooks
 
@@ -61,6 +196,161 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(stale) or "notebooks up to date")
         return 1 if (a.action == "check" and stale) else 0
     return 2
+
+
+def _cmd_plan(a) -> int:
+    import pandas as pd
+
+    from .plan.cost import run_costs
+    from .plan.spec import KEY_COLUMNS
+
+    plans = _plans(a.only, a.profile, a.seed)
+    if a.runs:
+        runs = {r.key(): r for p in plans for r in p.runs()}
+        costs = run_costs(list(runs.values()))
+        if a.format == "csv":
+            costs.to_csv(sys.stdout, index=False)
+        elif a.format == "json":
+            print(costs.to_json(orient="records", indent=1))
+        else:
+            with pd.option_context("display.max_colwidth", 80, "display.width", 250):
+                print(costs.to_string(index=False))
+            _cost_footer(costs)
+        return 0
+    rows = pd.concat([p.frame() for p in plans], ignore_index=True)
+    if a.format == "csv":
+        rows[list(KEY_COLUMNS)].to_csv(sys.stdout, index=False)
+        return 0
+    if a.format == "json":
+        print(rows.to_json(orient="records", indent=1))
+        return 0
+    from .plan.preflight import needed_data, needed_weights, row_runs
+
+    lines = []
+    for p in plans:
+        costs = run_costs(p.runs())
+        by_table: dict[str, set] = {}
+        for row in p.rows:
+            by_table.setdefault(row.key.table, set()).update(r.key() for r in row_runs(row))
+        for table, g in p.frame().groupby("table", sort=False):
+            keys = by_table.get(table, set())
+            c = costs[costs.key.isin(keys)]
+            known = c.gpu_hours_est.notna().sum()
+            lines.append({"paper": p.paper, "table": table, "rows": len(g), "runs": len(keys),
+                          "GPU-h (est.)": f"{c.gpu_hours_est.sum():.1f} for {known}/{len(keys)} runs" if known else "unknown"})
+        for f in p.figures:
+            lines.append({"paper": p.paper, "table": f.figure, "rows": 0, "runs": len(f.runs), "GPU-h (est.)": "(figure)"})
+    print(pd.DataFrame(lines).to_string(index=False))
+    all_runs = {r.key(): r for p in plans for r in p.runs()}
+    costs = run_costs(list(all_runs.values()))
+    print(f"\n{len(rows)} rows, {len(all_runs)} distinct runs, {sum(len(p.studies()) for p in plans)} studies, "
+          f"{sum(len(p.figures) for p in plans)} figures ({a.profile} profile)")
+    _cost_footer(costs)
+    data, weights = needed_data(plans), needed_weights(plans)
+    print(f"datasets: {', '.join(sorted(data)) or 'none'}")
+    print(f"pretrained weights: {', '.join(sorted(weights)) or 'none (random weights in this profile)'}")
+    excluded = [e for p in plans for e in p.excluded]
+    for e in excluded:
+        print(f"not reproduced: {e.key.paper} {e.key.table} {e.key.method} {e.key.metric}: {e.reason}")
+    return 0
+
+
+def _cost_footer(costs) -> None:
+    known = costs.gpu_hours_est.notna()
+    print(f"estimated GPU-hours (from step costs measured on one H100, irlib/resources/measurements; training only): "
+          f"{costs.gpu_hours_est[known].sum():.1f} for {known.sum()} runs; unknown for {(~known).sum()} runs "
+          f"(no step cost measured for their network)")
+
+
+def _cmd_status(a) -> int:
+    import pandas as pd
+
+    from .plan import RunStore
+
+    root = Path(a.out).resolve() / a.profile / "runs"
+    if not root.is_dir():
+        print(f"no run store at {root} (run irlib reproduce --out {a.out} --profile {a.profile} first)")
+        return 1
+    store = RunStore(root)
+    rows = []
+    for d in sorted(p for p in root.iterdir() if (p / "job.json").is_file()):
+        k = d.name
+        st = store.state(k)
+        prog = store.progress(k) or {}
+        job = store.job(k)
+        err = (d / "error.json")
+        rows.append({"key": k, "label": job.get("label", ""), "state": st,
+                     "step": f"{prog.get('step', '')}/{prog.get('total', '')}" if prog else "",
+                     "s/step": prog.get("s_per_step", ""), "ETA": _eta(prog.get("eta_s")) if st == "running" else "",
+                     "error": (pd.read_json(err, typ="series")["error"][:80] if err.is_file() and st == "failed" else "")})
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False) if not table.empty else "the run store is empty")
+    if not table.empty:
+        print(table.state.value_counts().to_string())
+    slurm_dir = root.parent / "slurm"
+    if slurm_dir.is_dir():
+        from .plan import slurm
+
+        print(slurm.status(slurm_dir).to_string(index=False))
+    return 0
+
+
+def _eta(s) -> str:
+    if not isinstance(s, (int, float)):
+        return ""
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _cmd_data(a) -> int:
+    from .data.fetch import fetch, load_manifest, manifest_dir
+
+    if a.dcmd == "list":
+        from .data.datasets import DatasetError
+        from .data.splits import get_split, split_files
+
+        for p in sorted(manifest_dir().glob("*.yaml")):
+            m = load_manifest(p)
+            manual = any(f.get("url") is None for f in m.get("files", []))
+            present = []
+            for split in m.get("splits") or {}:
+                try:
+                    sp = get_split(f"{m['name']}:{split}")
+                    if sp.kind == "images":
+                        split_files(a.root, sp.ref)
+                    elif not (Path(a.root) / m["name"]).is_dir():
+                        raise DatasetError("missing")
+                    present.append(split)
+                except DatasetError:
+                    pass
+            state = ("present" if len(present) == len(m.get("splits") or {}) else
+                     f"partial ({', '.join(present)})" if present else "manual download" if manual else "fetchable")
+            print(f"{m['name']:14s} {state:18s} {m.get('description', '')}")
+        return 0
+    if a.dcmd == "synth":
+        from .data.splits import synth
+
+        written = synth(a.root, n=a.n, side=a.side)
+        print(f"wrote {len(written)} datasets under {a.root}")
+        return 0
+    m = load_manifest(a.name)
+    if any(f.get("url") is None for f in m.get("files", [])):
+        print(f"error: {m['name']} cannot be downloaded by script: {m.get('manual', '')}", file=sys.stderr)
+        return 2
+    print(fetch(a.name, a.root, allow_unverified=a.allow_unverified, force=a.force))
+    return 0
+
+
+def _cmd_weights(a) -> int:
+    from .weights import fetch_weights, list_weights, weights_status
+
+    if a.wcmd == "list":
+        for m in list_weights():
+            st = weights_status(m["name"], a.root)
+            print(f"{m['name']:42s} {m.get('kind', ''):18s} {st['state']:8s} {m.get('title', '')}")
+        return 0
+    print(fetch_weights(a.name, a.root, allow_unverified=a.allow_unverified))
+    return 0
 
 
 if __name__ == "__main__":

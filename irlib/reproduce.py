@@ -1,19 +1,33 @@
-"""Batch reproduction: run the notebooks with papermill, gather their tidy rows, write the report."""
+"""Batch reproduction: preflight, run the plans' jobs (inline in the notebooks, or first through the local or
+Slurm executor), execute the notebooks with papermill, gather their rows and write the report.
+
+``irlib reproduce --profile full --executor slurm`` submits the missing runs as Slurm array jobs, shows their
+progress, and when they are done executes the notebooks, which then only gather from the run store and draw.
+Ctrl-C (SIGINT) or SIGTERM stops the running notebooks' kernels and the local workers at once (they checkpoint),
+cancels what is queued, and still writes the status table and a partial report; a re-run resumes.
+"""
 from __future__ import annotations
 
-import html
+import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
-from .results import SMOKE_BANNER, compare
-
 REPO = Path(__file__).resolve().parents[1]
+PAPERS = ("spn", "textpromptir", "diffloss", "dinoir")
+
+
+class UsageError(ValueError):
+    """A wrong option or value: the CLI prints it and exits 2."""
 
 
 def notebook_dir() -> Path:
@@ -41,50 +55,298 @@ def sync_notebooks(check: bool = False) -> list[str]:
     return stale
 
 
-def _run_one(nb: Path, out_root: Path, params: dict, timeout: int, threads: int = 0) -> dict:
-    out_dir = out_root / nb.stem
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.csv").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "papermill", str(nb), str(out_dir / nb.name), "--cwd", str(nb.parent),
-           "--log-level", "WARNING", "--execution-timeout", str(timeout)]
-    for k, v in {**params, "out_dir": str(out_dir)}.items():
-        cmd += ["-p", k, str(v)]
-    t0 = time.time()
-    env = dict(os.environ)
-    if threads:  # parallel notebooks share the cores instead of oversubscribing them
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env.setdefault("MPLBACKEND", "Agg")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    status = "ok" if proc.returncode == 0 and (out_dir / "results.csv").is_file() else "failed"
-    err = "" if status == "ok" else (proc.stderr.strip().splitlines() or ["no results.csv written"])[-1][:300]
-    (out_dir / "papermill.log").write_text(proc.stdout + proc.stderr)
-    return {"notebook": nb.stem, "status": status, "seconds": round(time.time() - t0, 1), "error": err}
+# ------------------------------------------------------------------------------------------ selection
+def select(only: Sequence[str] | None) -> dict[str, list[str]]:
+    """``--only`` values (``spn``, ``spn/Table 1``, ``dinoir/Fig. 3b``, ``benchmarks``) -> notebook -> tables
+    (empty list = the whole notebook). Unknown names raise :class:`UsageError` listing the valid ones."""
+    nbs = sorted(p.stem for p in notebook_dir().glob("*.ipynb"))
+    if not only:
+        return {n: [] for n in nbs}
+    out: dict[str, list[str]] = {}
+    for item in only:
+        name, _, table = item.partition("/")
+        name = name.strip().lower()
+        if name not in nbs:
+            raise UsageError(f"--only {item!r}: no notebook {name!r}; choose from {', '.join(nbs)} "
+                             f"(optionally with /<table>, e.g. spn/Table 1)")
+        if table:
+            if name not in PAPERS:
+                raise UsageError(f"--only {item!r}: {name} has no tables")
+            from . import plan
+
+            known = plan.build(name, "full").tables()
+            match = [t for t in known if t.lower() == table.strip().lower()]
+            if not match:
+                raise UsageError(f"--only {item!r}: {name} has no {table!r}; it has: {', '.join(known)}")
+            if out.get(name) != []:
+                out.setdefault(name, []).append(match[0])
+        else:
+            out[name] = []
+    return out
 
 
-def reproduce(profile: str = "smoke", out: str | Path = "reports", only: list[str] | None = None, jobs: int = 1,
-              device: str = "cpu", data_root: str = "data", seed: int = 0, timeout: int = 1800) -> pd.DataFrame:
-    """Run every notebook (or those whose name starts with an ``only`` prefix, e.g. ``spn`` or ``spn_tables``)
-    and gather their rows into ``<out>/<profile>/results.{csv,parquet}`` plus ``report.{md,html}``.
-    A failing notebook is recorded as failed; the others still run. Returns the run status table."""
-    if profile not in ("smoke", "full"):
-        raise ValueError("profile must be 'smoke' or 'full'")
-    nbs = sorted(notebook_dir().glob("*.ipynb"))
-    if only:
-        keys = [o.replace("/", "_").lower() for o in only]
-        nbs = [n for n in nbs if any(n.stem.lower().startswith(k) for k in keys)]
-    if not nbs:
-        raise FileNotFoundError(f"no notebooks matched {only} in {notebook_dir()}")
-    out_root = Path(out).resolve() / profile  # notebooks run with cwd=notebooks/, so pass absolute paths
-    params = {"profile": profile, "device": device, "data_root": str(Path(data_root).resolve()), "seed": seed}
-    from tqdm.auto import tqdm
+def notebook_parameters(name: str) -> dict:
+    from papermill.inspection import inspect_notebook
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
+    return inspect_notebook(str(notebook_dir() / f"{name}.ipynb"))
+
+
+def check_params(selection: dict[str, list[str]], params: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Which ``-p NAME VALUE`` goes to which notebook: a name must exist in the parameters cell of at least one
+    selected notebook (and goes only to those)."""
+    per: dict[str, dict[str, str]] = {n: {} for n in selection}
+    for k, v in params.items():
+        takers = [n for n in selection if k in notebook_parameters(n)]
+        if not takers:
+            valid = sorted(set().union(*(notebook_parameters(n) for n in selection)))
+            raise UsageError(f"-p {k}: no selected notebook has a parameter {k!r}; they have: {', '.join(valid)}")
+        for n in takers:
+            per[n][k] = v
+    return per
+
+
+def writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {out}: not writable ({e.strerror or e}); choose another folder") from e
+
+
+# ------------------------------------------------------------------------------------------ running
+@dataclass
+class Runner:
+    """Executes notebooks with papermill in their own process groups, so a signal stops them at once."""
+
+    out_root: Path
+    timeout: int | None = None
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, nb: str, params: dict, threads: int = 0) -> dict:
+        out_dir = self.out_root / nb
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if self.stopping.is_set():
+            return {"notebook": nb, "status": "cancelled", "seconds": 0.0, "error": "interrupted before it started"}
+        (out_dir / "results.csv").unlink(missing_ok=True)
+        src = notebook_dir() / f"{nb}.ipynb"
+        cmd = [sys.executable, "-m", "papermill", str(src), str(out_dir / f"{nb}.ipynb"), "--cwd", str(src.parent),
+               "--log-level", "WARNING", "--request-save-on-cell-execute"]
+        if self.timeout:
+            cmd += ["--execution-timeout", str(self.timeout)]
+        for k, v in {**params, "out_dir": str(out_dir)}.items():
+            cmd += ["-p", k, str(v)]
+        env = dict(os.environ)
+        if threads:  # parallel notebooks share the cores instead of oversubscribing them
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env.setdefault("MPLBACKEND", "Agg")
+        t0 = time.time()
+        with open(out_dir / "papermill.log", "w") as log:
+            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            with self.lock:
+                self.procs[nb] = p
+            code = p.wait()
+        with self.lock:
+            self.procs.pop(nb, None)
+        text = (out_dir / "papermill.log").read_text(errors="replace")
+        if self.stopping.is_set() and code != 0:
+            return {"notebook": nb, "status": "interrupted", "seconds": round(time.time() - t0, 1),
+                    "error": "stopped by a signal; re-run to resume (finished runs are kept)"}
+        ok = code == 0 and (out_dir / "results.csv").is_file()
+        return {"notebook": nb, "status": "ok" if ok else "failed", "seconds": round(time.time() - t0, 1),
+                "error": "" if ok else explain_failure(text, params)}
+
+    def stop(self) -> None:
+        """Stop every running notebook (its kernel is in the same process group) and refuse new ones."""
+        self.stopping.set()
+        with self.lock:
+            procs = list(self.procs.values())
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def explain_failure(log: str, params: dict) -> str:
+    """The last error of a notebook, with advice for the common causes (out of memory, a dead kernel)."""
+    lines = [ln for ln in log.strip().splitlines() if ln.strip()]
+    last = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "no output")
+    low = log.lower()
+    if "outofmemoryerror" in low or "out of memory" in low or "deadkernelerror" in low or "kernel died" in low:
+        dev = params.get("device", "cpu")
+        return (f"out of memory (or the kernel was killed) on {dev} with the {params.get('profile')} profile: "
+                f"{last.strip()[:200]}. The full profile's batches need a GPU: use --device cuda (and --executor "
+                f"local/slurm), or the smoke profile on a CPU")
+    return last.strip()[:400]
+
+
+def progress_lines(store_root: Path, seen: dict) -> list[str]:
+    """One line per run whose progress file changed since the last call: label, step, loss, s/step, ETA."""
+    out = []
+    for p in sorted(store_root.glob("*/progress.json")):
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if seen.get(p) == d.get("updated"):
+            continue
+        seen[p] = d.get("updated")
+        eta = d.get("eta_s") or 0
+        loss = d.get("loss")
+        out.append(f"  {d.get('label', d.get('key'))[:48]:48s} step {d.get('step')}/{d.get('total')}"
+                   f"  loss {loss:.4g}" if isinstance(loss, (int, float)) else f"  {d.get('label')} step {d.get('step')}")
+        out[-1] += f"  {d.get('s_per_step', 0):.3g} s/step  ETA {_hms(eta)}"
+    return out
+
+
+def _hms(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Monitor(threading.Thread):
+    """Prints live per-run progress from the run store every ``every`` seconds until stopped."""
+
+    def __init__(self, store_root: Path, every: float = 10.0, stream=None):
+        super().__init__(daemon=True)
+        self.store_root, self.every, self.stream = store_root, every, stream or sys.stderr
+        self.halt = threading.Event()
+        self.seen: dict = {}
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every):
+            lines = progress_lines(self.store_root, self.seen)
+            if lines:
+                print(f"[{time.strftime('%H:%M:%S')}] training progress:", *lines, sep="\n", file=self.stream, flush=True)
+
+
+def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequence[str] | None = None, jobs: int = 1,
+              device: str = "cpu", data_root: str = "data", seed: int = 0, timeout: int | None = None,
+              executor: str = "inline", params: dict[str, str] | None = None, skip_missing: bool = False,
+              slurm: dict | None = None, progress_every: float = 10.0, preflight_only: bool = False,
+              echo=print) -> pd.DataFrame:
+    """Run the selected notebooks (and, with ``executor`` local/slurm, their plans' jobs first) and write
+    ``<out>/<profile>/{results.csv,results.parquet,status.csv,report.md,report.html}``. Returns the status
+    table. Raises :class:`UsageError` for wrong options and :class:`MissingInputs` when the preflight fails."""
+    from . import plan
+    from .plan.preflight import missing_refs, preflight
+
+    if profile not in plan.PROFILES:
+        raise UsageError(f"--profile must be one of {', '.join(plan.PROFILES)}; got {profile!r}")
+    if executor not in ("inline", "local", "slurm"):
+        raise UsageError(f"--executor must be inline, local or slurm; got {executor!r}")
+    selection = select(only)
+    per_nb = check_params(selection, dict(params or {}))
+    out_root = Path(out).resolve() / profile   # notebooks run with cwd=notebooks/, so paths are absolute
+    writable(out_root)
+    store_root = out_root / "runs"
+    data_root = str(Path(data_root).resolve())
+    plans = [plan.build(n, profile, seed).select(t) for n, t in selection.items() if n in PAPERS]
+
+    table = preflight(plans, data_root)
+    problems = table[table.state != "present"]
+    (out_root / "preflight.csv").write_text(table.to_csv(index=False))
+    if not table.empty:
+        echo(f"preflight ({len(table) - len(problems)} of {len(table)} inputs present):")
+        echo(table[["item", "kind", "state", "needed_by"]].to_string(index=False))
+    if preflight_only:
+        return pd.DataFrame(columns=["notebook", "status", "seconds", "error"])
+    if len(problems) and not skip_missing:
+        for r in problems.itertuples():
+            echo(f"  {r.item}: {r.detail}")
+        raise MissingInputs(f"{len(problems)} inputs are missing (listed above); fetch them, or re-run with "
+                            f"--skip-missing to run what can run (the rest becomes rows saying why)")
+    skip = sorted(missing_refs(table)) if skip_missing else []
+    for n in per_nb:
+        if skip and n in PAPERS:
+            per_nb[n].setdefault("skip_data", ",".join(skip))
+
+    base = {"profile": profile, "device": device, "data_root": data_root, "seed": seed}
+    status_rows: list[dict] = []
+    runner = Runner(out_root, timeout)
+    monitor = Monitor(store_root, progress_every)
+    local = None
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    interrupted = False
+    monitor.start()
+    try:
+        if executor != "inline" and plans:
+            echo(f"running {sum(len(p.runs()) for p in plans)} runs through the {executor} executor "
+                 f"(run store {store_root})")
+            kept = [p.without_data(skip)[0] for p in plans]
+            if executor == "local":
+                local = plan.LocalExecutor(plan.RunStore(store_root), device=device, jobs=jobs,
+                                           on_event=lambda k, key, m: echo(f"  [{k}] {key} {m}"))
+                ctx = {"data_root": data_root, "files": {}, "store": str(store_root)}
+                for wave in plan.submit_plans(kept, plan.RunStore(store_root), ctx):
+                    todo = plan.pending(plan.RunStore(store_root), wave)
+                    if todo:
+                        local.run(todo)
+            else:
+                plan.execute(kept, store_root, executor="slurm", device=device, data_root=data_root,
+                             slurm=slurm, on_event=lambda k, key, m: echo(f"  [{k}] {key} {m}"))
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if jobs > 1 else 0
-        futs = [ex.submit(_run_one, nb, out_root, params, timeout, threads) for nb in nbs]
-        status = [f.result() for f in tqdm(futs, desc="notebooks")]
-    status_df = pd.DataFrame(status)
-    write_report(out_root, status_df, profile)
-    return status_df
+        nb_jobs = jobs if executor == "inline" else 1
+        with ThreadPoolExecutor(max_workers=max(1, nb_jobs)) as pool:
+            futs = {}
+            for nb, tables in selection.items():
+                prm = {**base, **per_nb[nb], "runs_dir": str(store_root)} if nb in PAPERS else {**base, **per_nb[nb]}
+                if tables:
+                    prm["only"] = ",".join(tables)
+                futs[nb] = pool.submit(runner.run, nb, prm, threads)
+            for nb, f in futs.items():
+                while not f.done():
+                    time.sleep(0.2)
+                r = f.result()
+                status_rows.append(r)
+                echo(f"{nb}: {r['status']} ({r['seconds']} s){'  ' + r['error'] if r['error'] else ''}")
+    except KeyboardInterrupt:
+        interrupted = True
+        echo("interrupted: stopping the notebooks and workers, writing the status and a partial report…")
+        runner.stop()
+        if local is not None:
+            local.terminate()
+        done = {r["notebook"] for r in status_rows}
+        for nb in selection:
+            if nb not in done:
+                status_rows.append({"notebook": nb, "status": "interrupted" if nb in runner.procs or runner.stopping.is_set() else "cancelled",
+                                    "seconds": 0.0, "error": "stopped by a signal; re-run to resume"})
+    finally:
+        monitor.halt.set()
+        for s, h in old.items():
+            signal.signal(s, h)
+    status = pd.DataFrame(status_rows, columns=["notebook", "status", "seconds", "error"])
+    write_outputs(out_root, status, profile)
+    if interrupted:
+        raise Interrupted(out_root)
+    return status
+
+
+class MissingInputs(RuntimeError):
+    """The preflight found missing datasets or weights (and --skip-missing was not given)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """``irlib reproduce`` was stopped by a signal after writing its status and partial report."""
+
+    def __init__(self, out_root: Path):
+        super().__init__(f"interrupted; status and partial report in {out_root}")
+        self.out_root = out_root
 
 
 def gather(out_root: Path) -> pd.DataFrame:
@@ -92,81 +354,14 @@ def gather(out_root: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def write_report(out_root: Path, status: pd.DataFrame, profile: str) -> Path:
-    """Write results.csv/.parquet and report.md/.html beside the executed notebooks."""
-    out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
+def write_outputs(out_root: Path, status: pd.DataFrame, profile: str) -> Path:
+    """``results.csv``/``.parquet`` (every notebook's rows), ``status.csv`` and the report."""
+    from .report import write_report
+
     rows = gather(out_root)
     status.to_csv(out_root / "status.csv", index=False)
     if not rows.empty:
         rows["setting"] = rows["setting"].fillna("").astype(str)
         rows.to_csv(out_root / "results.csv", index=False)
         rows.to_parquet(out_root / "results.parquet", index=False)
-        cmp = compare(rows)
-    else:
-        cmp = pd.DataFrame()
-    smoke = profile == "smoke" or (not rows.empty and (rows["weights"] == "random").any())
-    md = [f"# irlib reproduction report ({profile} profile)", ""]
-    if smoke:
-        md += [f"> **{SMOKE_BANNER}**", ""]
-    md += ["## Notebook runs", "", _table(status), ""]
-    cols = ["paper", "table", "method", "setting", "paper_dataset", "dataset", "metric", "value", "paper_value", "delta",
-            "n_seeds", "ci_low", "ci_high", "weights"]
-    if not cmp.empty:
-        for paper, g in cmp.groupby("paper"):
-            md += [f"## {paper}", "", _table(g[cols]), ""]
-    fig_name = _figure(cmp, out_root, smoke)
-    if fig_name:
-        md += [f"![reproduced vs paper]({fig_name})", ""]
-    (out_root / "report.md").write_text("\n".join(md))
-    page = ["<!doctype html><meta charset='utf-8'><title>irlib report</title>",
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-            "padding:2px 6px;font-size:12px}.banner{background:#fee;border:2px solid #c00;padding:1em;font-weight:bold}</style>",
-            f"<h1>irlib reproduction report ({html.escape(profile)} profile)</h1>"]
-    if smoke:
-        page.append(f"<p class='banner'>{html.escape(SMOKE_BANNER)}</p>")
-    page.append("<h2>Notebook runs</h2>" + status.to_html(index=False))
-    if fig_name:
-        page.append(f"<h2>Reproduced vs paper (PSNR)</h2><img src='{fig_name}' style='max-width:100%'>")
-    if not cmp.empty:
-        for paper, g in cmp.groupby("paper"):
-            page.append(f"<h2>{html.escape(paper)}</h2>" + g[cols].to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"))
-    (out_root / "report.html").write_text("\n".join(page))
-    return out_root / "report.md"
-
-
-def _figure(cmp: pd.DataFrame, out_root: Path, smoke: bool) -> str | None:
-    """Scatter of reproduced against printed PSNR, one panel per paper (seaborn); returns the file name."""
-    if cmp.empty or "paper_value" not in cmp:
-        return None
-    d = cmp[(cmp.metric == "PSNR") & cmp.paper_value.notna() & cmp.value.notna()]
-    if d.empty:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    g = sns.relplot(data=d, x="paper_value", y="value", hue="table", col="paper", col_wrap=2, height=3,
-                    facet_kws={"sharex": False, "sharey": False})
-    for ax in g.axes.flat:
-        lo, hi = ax.get_xlim()
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    g.set_axis_labels("paper PSNR (dB)", "reproduced PSNR (dB)")
-    if smoke:
-        g.figure.suptitle("SMOKE: random weights, tiny models - not comparable", color="red", y=1.03)
-    g.savefig(out_root / "report_psnr.png", dpi=80, bbox_inches="tight")
-    plt.close(g.figure)
-    return "report_psnr.png"
-
-
-def _table(df: pd.DataFrame) -> str:
-    df = df.copy()
-    for c in df.columns:
-        if df[c].dtype.kind == "f":
-            df[c] = df[c].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-    head = "| " + " | ".join(df.columns) + " |"
-    sep = "|" + "---|" * len(df.columns)
-    lines = ["| " + " | ".join(str(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join([head, sep, *lines])
+    return write_report(out_root, status, profile, rows=rows if not rows.empty else None)

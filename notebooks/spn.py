@@ -18,6 +18,7 @@ seed = 0
 out_dir = "reports/smoke/spn"
 runs_dir = ""        # run store; default <out_dir>/../runs (shared with the other notebooks of a reproduce)
 only = ""            # comma-separated tables/figures to keep, e.g. "Table 1,Fig. 4"
+skip_data = ""       # comma-separated missing datasets (irlib reproduce --skip-missing): their tables become skip rows
 vgg19_weights = ""   # local torchvision VGG19 file (instead of downloading IMAGENET1K_V1)
 
 # %%
@@ -26,7 +27,7 @@ from IPython.display import Image, display
 from irlib.plan.notebook import session
 
 S = session("spn", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir, runs_dir=runs_dir,
-            files={"vgg19": vgg19_weights} if vgg19_weights else None, only=[t.strip() for t in only.split(",") if t.strip()])
+            files={"vgg19": vgg19_weights} if vgg19_weights else None, only=only, skip_data=skip_data)
 print(S.banner() or "full profile")
 S.plan.frame().groupby("table").size().rename("rows planned")
 

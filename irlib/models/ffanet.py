@@ -68,10 +68,18 @@ class Group(nn.Module):
 class FFANet(nn.Module):
     """FFA-Net: ``groups`` groups of ``blocks`` blocks at ``dim`` features; group outputs are fused with
     learned per-group channel weights, then pixel attention and two convs, plus the input.
-    The release has ``groups=3, blocks=19, dim=64`` (the defaults); :meth:`tiny` is for CPU smoke runs."""
+    The release has ``groups=3, blocks=19, dim=64`` (the defaults); :meth:`tiny` is for CPU smoke runs.
 
-    def __init__(self, groups: int = 3, blocks: int = 19, dim: int = 64):
+    ``input_norm=True`` applies the release's data pipeline inside the network: the hazy input is normalised
+    with :data:`RELEASE_INPUT_NORM` first (and the final residual adds that normalised input, as the release's
+    forward does); its training and test scripts both do this, so its checkpoints expect it. The constants are
+    non-persistent buffers: the state dict stays the release's."""
+
+    def __init__(self, groups: int = 3, blocks: int = 19, dim: int = 64, input_norm: bool = False):
         super().__init__()
+        self.input_norm = input_norm
+        self.register_buffer("norm_mean", torch.tensor(RELEASE_INPUT_NORM["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("norm_std", torch.tensor(RELEASE_INPUT_NORM["std"]).view(1, 3, 1, 1), persistent=False)
         if dim % 16:
             raise ValueError(f"dim must be a multiple of 16 (the fusion bottleneck is dim // 16), got {dim}")
         self.n, self.dim = groups, dim
@@ -84,11 +92,13 @@ class FFANet(nn.Module):
         self.post = nn.Sequential(conv3(dim, dim), conv3(dim, 3))
 
     @classmethod
-    def tiny(cls) -> "FFANet":
+    def tiny(cls, **kw) -> "FFANet":
         """1 group of 2 blocks at 16 features."""
-        return cls(1, 2, 16)
+        return cls(1, 2, 16, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_norm:
+            x = (x - self.norm_mean) / self.norm_std
         h = self.pre(x)
         outs = []
         for i in range(self.n):

@@ -73,7 +73,8 @@ ZOO: dict[str, Entry] = {
     "EDSR-light": Entry(_ctor("irlib.models.edsr:EDSR", "light"), scale=True),
     "SwinIR-light": Entry(_ctor("irlib.models.swinir:SwinIR", "light"), scale=True),
     "SwinIR": Entry(_ctor("irlib.models.swinir:SwinIR", "classical"), scale=True),
-    "FFANet": Entry(_ctor("irlib.models.ffanet:FFANet")),
+    # FFA-Net's release normalises the hazy input (train and test): input_norm does that inside the network
+    "FFANet": Entry(_ctor("irlib.models.ffanet:FFANet", input_norm=True)),
     # DehazeFormer's release trains on images mapped to [-1, 1]: signed_io does that inside the network
     "DehazeFormer-T": Entry(_ctor("irlib.models.dehazeformer:DehazeFormer", "t", signed_io=True), pad=4),
     "DehazeFormer-S": Entry(_ctor("irlib.models.dehazeformer:DehazeFormer", "s", signed_io=True), pad=4),

@@ -158,6 +158,23 @@ class Plan:
             excluded=[e for e in self.excluded if e.key.table.lower() in want],
             cited={t: v for t, v in self.cited.items() if t.lower() in want})
 
+    def without_data(self, refs: Iterable[str]) -> tuple["Plan", dict[str, str]]:
+        """This plan minus the tables/figures that read a dataset in ``refs`` (missing ones), and
+        ``{table: reason}`` for what was dropped (the notebook records those rows as skipped)."""
+        from .preflight import needed_data
+
+        refs = set(refs)
+        if not refs:
+            return self, {}
+        why: dict[str, str] = {}
+        for ref, users in needed_data([self]).items():
+            if ref in refs:
+                for u in users:
+                    t = u.split(" ", 1)[1]
+                    why[t] = f"{why[t]}, {ref}" if t in why else f"skipped: missing dataset {ref}"
+        return dataclasses.replace(self, rows=[r for r in self.rows if r.key.table not in why],
+                                   figures=[f for f in self.figures if f.figure not in why]), why
+
     def frame(self) -> pd.DataFrame:
         """One line per planned row: its reference key, how it is obtained, and the runs behind it."""
         out = []

@@ -90,9 +90,14 @@ def execute(plans: Plan | Sequence[Plan], store: RunStore | str | Path, *, execu
         elif executor == "slurm":
             from . import slurm as sl
 
-            sl_kw = dict(slurm or {})
-            js = sl.submit(str(store.root), todo, device=device, **sl_kw)
-            sl.wait(js, on_event=on_event) if hasattr(sl, "wait") else [j.result() for j in js]
+            sl_kw = {k: v for k, v in dict(slurm or {}).items() if v is not None}
+            poll = float(sl_kw.pop("poll_s", 10.0))
+            if not device.startswith("cuda"):
+                sl_kw["gpus_per_run"] = 0
+            for k in todo:
+                on_event("start", k, "submitted to Slurm")
+            sl.submit(str(store.root), todo, device=device, **sl_kw)
+            sl.wait(store.root, todo, poll_s=poll, on_event=on_event)
         else:
             raise ValueError(f"executor must be inline, local or slurm; got {executor!r}")
     return summary(store, [k for w in waves for k in w])

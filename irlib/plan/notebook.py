@@ -28,6 +28,8 @@ class Session:
     data_root: str = "data"
     files: dict = field(default_factory=dict)
     rows: pd.DataFrame | None = None
+    full_plan: Plan | None = None
+    skipped: dict = field(default_factory=dict)   # table -> why (missing data, from --skip-missing)
 
     def banner(self) -> str:
         return {"smoke": SMOKE_BANNER, "rehearse": REHEARSE_BANNER}.get(self.plan.profile.name, "")
@@ -44,6 +46,11 @@ class Session:
 
     def gather(self) -> pd.DataFrame:
         self.rows = gather(self.plan, self.store)
+        if self.skipped:
+            skipped = gather(self.full_plan.select(list(self.skipped)), self.store)
+            skipped["value"] = float("nan")
+            skipped["notes"] = skipped.table.map(self.skipped)
+            self.rows = pd.concat([self.rows, skipped], ignore_index=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.out_dir / ".results.csv.partial"
         self.rows.to_csv(tmp, index=False)
@@ -104,13 +111,21 @@ class Session:
 
 
 def session(paper: str, *, profile: str = "smoke", device: str = "cpu", data_root: str = "data", seed: int = 0,
-            out_dir: str = "reports/smoke/" , runs_dir: str = "", files: dict | None = None,
-            only: Sequence[str] | None = None) -> Session:
+            out_dir: str = "reports/smoke/", runs_dir: str = "", files: dict | None = None,
+            only: Sequence[str] | str | None = None, skip_data: Sequence[str] | str = ()) -> Session:
     """The notebook's entry point. ``runs_dir`` defaults to ``<out_dir>/../runs`` (shared by the papers of
-    one ``irlib reproduce``); ``only`` keeps some tables (``["Table 1", "Fig. 4"]``)."""
+    one ``irlib reproduce``); ``only`` keeps some tables (``["Table 1", "Fig. 4"]`` or ``"Table 1,Fig. 4"``);
+    ``skip_data`` names missing datasets (``irlib reproduce --skip-missing``): their tables become rows saying
+    why instead of failing the notebook."""
+    if isinstance(only, str):
+        only = [t.strip() for t in only.split(",") if t.strip()]
+    if isinstance(skip_data, str):
+        skip_data = [t.strip() for t in skip_data.split(",") if t.strip()]
     from . import build
 
-    plan = build(paper, profile, seed=seed).select(only)
+    full = build(paper, profile, seed=seed).select(only)
+    plan, skipped = full.without_data(skip_data)
     out = Path(out_dir).resolve()
     store = RunStore(Path(runs_dir).resolve() if runs_dir else out.parent / "runs")
-    return Session(plan, store, out, device, str(Path(data_root).resolve()), dict(files or {}))
+    return Session(plan, store, out, device, str(Path(data_root).resolve()), dict(files or {}), full_plan=full,
+                   skipped=skipped)

@@ -36,6 +36,7 @@ import os
 import pickle
 import signal
 import subprocess
+import time
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -142,9 +143,9 @@ def submit(
     if not root.is_dir():
         raise FileNotFoundError(f"submit: run store {root} does not exist")
     if job_fn is None:
-        missing = [k for k in keys if not (root / k / "spec.json").is_file()]
+        missing = [k for k in keys if not (root / k / "job.json").is_file()]
         if missing:
-            raise FileNotFoundError(f"submit: no spec.json in {root} for runs {missing[:5]}"
+            raise FileNotFoundError(f"submit: no job.json in {root} for runs {missing[:5]}"
                                     + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     out = Path(folder).resolve() if folder is not None else default_folder(root)
     out.mkdir(parents=True, exist_ok=True)
@@ -301,6 +302,37 @@ def status(folder: str | os.PathLike[str]) -> pd.DataFrame:
             })
     cols = ["job_id", "array_job_id", "key", "cluster", "state", "source", "submitted_at", "store_root", "log"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def wait(store_root: str | os.PathLike[str], keys: Sequence[str], *, folder: str | os.PathLike[str] | None = None,
+         poll_s: float = 10.0, on_event: Callable[[str, str, str], None] | None = None) -> dict[str, str]:
+    """Block until every run in ``keys`` is finished in the run store or its task has ended without finishing
+    (failed, cancelled, out of requeues). The run store's ``done.json`` is the truth; Slurm's state (via
+    :func:`status`) only tells when to stop waiting for a run that will not finish. Returns key -> outcome
+    (``done`` or the Slurm state / the store's error)."""
+    from .store import RunStore
+
+    store = RunStore(store_root)
+    folder = Path(folder) if folder is not None else default_folder(store_root)
+    on_event = on_event or (lambda *a: None)
+    left, outcome = set(keys), {}
+    while left:
+        table = status(folder)
+        latest = {r.key: r.state for r in table.itertuples()}  # later submissions of a key come last
+        for k in sorted(left):
+            st = store.state(k)
+            if st == "done":
+                outcome[k] = "done"
+            elif latest.get(k) in TERMINAL or st == "failed":
+                err = store.dir(k) / "error.json"
+                outcome[k] = (json.loads(err.read_text())["error"] if err.is_file() else f"Slurm {latest.get(k)}")
+            else:
+                continue
+            left.discard(k)
+            on_event("ok" if outcome[k] == "done" else "failed", k, "" if outcome[k] == "done" else outcome[k])
+        if left:
+            time.sleep(poll_s)
+    return outcome
 
 
 def cancel(folder: str | os.PathLike[str], keys: Sequence[str] | None = None) -> list[str]:
