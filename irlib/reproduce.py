@@ -123,6 +123,7 @@ class Runner:
     out_root: Path
     timeout: int | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    started: set = field(default_factory=set)
     stopping: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -148,6 +149,7 @@ class Runner:
             p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             with self.lock:
                 self.procs[nb] = p
+                self.started.add(nb)
             code = p.wait()
         with self.lock:
             self.procs.pop(nb, None)
@@ -302,7 +304,8 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
                              slurm=slurm, on_event=lambda k, key, m: echo(f"  [{k}] {key} {m}"))
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if jobs > 1 else 0
         nb_jobs = jobs if executor == "inline" else 1
-        with ThreadPoolExecutor(max_workers=max(1, nb_jobs)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, nb_jobs))
+        try:
             futs = {}
             for nb, tables in selection.items():
                 prm = {**base, **per_nb[nb], "runs_dir": str(store_root)} if nb in PAPERS else {**base, **per_nb[nb]}
@@ -315,6 +318,11 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
                 r = f.result()
                 status_rows.append(r)
                 echo(f"{nb}: {r['status']} ({r['seconds']} s){'  ' + r['error'] if r['error'] else ''}")
+        except KeyboardInterrupt:
+            runner.stop()   # kill the running notebooks before waiting for their threads
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     except KeyboardInterrupt:
         interrupted = True
         echo("interrupted: stopping the notebooks and workers, writing the status and a partial report…")
@@ -324,7 +332,7 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
         done = {r["notebook"] for r in status_rows}
         for nb in selection:
             if nb not in done:
-                status_rows.append({"notebook": nb, "status": "interrupted" if nb in runner.procs or runner.stopping.is_set() else "cancelled",
+                status_rows.append({"notebook": nb, "status": "interrupted" if nb in runner.started else "cancelled",
                                     "seconds": 0.0, "error": "stopped by a signal; re-run to resume"})
     finally:
         monitor.halt.set()
