@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     a = build_parser().parse_args(argv)
     from .data.datasets import DatasetError
+    from .models.release import ReleaseLoadError
     from .reproduce import Interrupted, MissingInputs, UsageError
 
     try:
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"irlib {a.cmd}: {e}", file=sys.stderr)
         return 3
     except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ReleaseLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
