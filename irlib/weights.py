@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +142,6 @@ def weights_status(name: str, root: str | Path) -> dict[str, Any]:
     return {"state": "missing", "where": str(where), "hint": f"irlib weights fetch {name} (from {m['url']})"}
 
 
-def _check_prefix(path: Path, prefix: str | None) -> None:
-    if prefix and not sha256_file(path).startswith(prefix.lower()):
-        raise ChecksumError(f"{path.name}: sha256 does not start with {prefix} (the hash in the release's file name)")
-
-
 def fetch_weights(name: str, root: str | Path, allow_unverified: bool = False) -> Path:
     """Download weights ``name``; returns the path of the (main) file. Release/url files go to
     ``<root>/<name>/<filename>`` through the verified atomic :func:`irlib.data.fetch.fetch`; a file with
@@ -163,9 +157,10 @@ def fetch_weights(name: str, root: str | Path, allow_unverified: bool = False) -
         return _fetch_torchvision(m, allow_unverified)
     prefix = None if m["sha256"] else m.get("sha256_prefix")
     spec = {"name": m["name"], "manual": m.get("manual") or "",
-            "files": [{"url": m["url"], "filename": m["filename"], "sha256": m["sha256"], "size": m["size"]}]}
+            "files": [{"url": m["url"], "filename": m["filename"], "sha256": m["sha256"], "size": m["size"],
+                       "sha256_prefix": prefix}]}   # fetch() checks the prefix before anything is renamed into place
     try:
-        target = fetch(m["name"], root, allow_unverified=allow_unverified or bool(prefix), manifest=spec)
+        target = fetch(m["name"], root, allow_unverified=allow_unverified, manifest=spec)
     except ChecksumError:
         raise
     except DatasetError as e:
@@ -173,11 +168,6 @@ def fetch_weights(name: str, root: str | Path, allow_unverified: bool = False) -
     path = target / m["filename"]
     if not path.is_file():
         raise WeightsError(f"weights {name}: {target} exists but holds no {m['filename']}; remove the folder and fetch again")
-    try:
-        _check_prefix(path, prefix)
-    except ChecksumError:
-        shutil.rmtree(target, ignore_errors=True)
-        raise
     return path
 
 

@@ -114,10 +114,13 @@ def fetch(name: str, root: str | Path, *, allow_unverified: bool = False, force:
             if entry.get("size") is not None and dl.stat().st_size != int(entry["size"]):
                 raise ChecksumError(f"{fname}: size {dl.stat().st_size} != manifest {entry['size']}")
             digest = sha256_file(dl)
-            want = entry.get("sha256")
+            want, prefix = entry.get("sha256"), entry.get("sha256_prefix")
             if want:
                 if digest != want.lower():
                     raise ChecksumError(f"{fname}: sha256 {digest} does not match manifest {want}")
+            elif prefix:  # torchvision-style names carry the first hex digits of the file's sha256
+                if not digest.startswith(prefix.lower()):
+                    raise ChecksumError(f"{fname}: sha256 {digest} does not start with {prefix} (the published prefix)")
             elif not allow_unverified:
                 raise ChecksumError(f"{fname}: manifest has no sha256 for {url}; re-run with --allow-unverified "
                                     f"to accept {digest} (it is then recorded in {target}/.sha256)")
