@@ -157,3 +157,20 @@ def test_slurm_executor_trains_a_plan_through_real_array_jobs(tmp_path):
     table = slurm.status(slurm.default_folder(root))
     assert len(table) == 2 and table.array_job_id.nunique() == 1  # one array job, two tasks
     assert gather(p, RunStore(root)).value.notna().all()
+
+
+def test_several_training_sources_mix_round_robin_and_resume_identically(tmp_path):
+    from irlib.data.splits import synth
+    from irlib.plan import RunSpec, Source, Term
+    from irlib.plan.runner import MixedBatches, training_batches
+
+    synth(tmp_path, n=2, side=48, only=["reside_sots", "cbsd68"])
+    spec = RunSpec("dinoir", "Restormer", (Source("reside_sots:indoor", "haze"), Source("cbsd68:test", "noise25")),
+                   (Term("l1"),), Schedule(4, 2, 16, 1e-3), size="tiny", weights="random")
+    b = training_batches(spec, str(tmp_path), spec.schedule)
+    assert isinstance(b, MixedBatches)
+    assert [b(s)["task"][0] for s in range(4)] == ["haze", "noise25", "haze", "noise25"]
+    again = training_batches(spec, str(tmp_path), spec.schedule)
+    torch.testing.assert_close(b(3)["lq"], again(3)["lq"])  # a pure function of (seed, step)
+    noisy = b(1)
+    assert not torch.equal(noisy["lq"], noisy["gt"])          # the clean source is degraded on the fly

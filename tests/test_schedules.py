@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from irlib import experiment as ex, metrics
+from irlib import metrics
 from irlib.losses import LOSSES
 from irlib.models.nafnet import NAFNet
 from irlib.schedules import ORIGINAL, Schedule, iters_per_epoch, original
@@ -217,17 +217,19 @@ def test_psnr_loss_is_minus_psnr():
     assert float(LOSSES["psnr"](out, {"gt": gt})) == pytest.approx(float(want), abs=1e-4)
 
 
-def test_train_eval_follows_a_schedule():
-    P = ex.get_profile("smoke")
-    train, test = ex.offline_split(P)
+def test_runs_follow_their_schedule():
+    from irlib.data import PatchBatches, sample_images
+    from irlib.plan.store import build_trainer
+
     sch = Schedule(4, 2, 16, 1e-3, optimizer="adamw", betas=(0.9, 0.9), weight_decay=0.01, decay="step", milestones=(2,))
     torch.manual_seed(0)
-    df, tr = ex.train_eval(NAFNet(8, (1, 1, 1, 1)), {"psnr": (1.0, LOSSES["psnr"])}, train, ["noise25"],
-                           ex.test_set(test, "noise25"), P, 0, pad_to=16, schedule=sch)
+    batches = PatchBatches(list(sample_images(32).values())[:3], sch.patch, sch.batch, ("noise25",))
+    tr = build_trainer(sch, NAFNet(8, (1, 1, 1, 1)), {"psnr": (1.0, LOSSES["psnr"])}, batches, progress=False)
+    tr.fit(sch.steps)
     assert tr.step == 4 and isinstance(tr.opt, torch.optim.AdamW)
     assert tr.opt.param_groups[0]["lr"] == pytest.approx(5e-4) and tr.opt.param_groups[0]["betas"] == (0.9, 0.9)
+    assert tr.opt.param_groups[0]["weight_decay"] == 0.01
     assert tr.batches(0)["gt"].shape == (2, 3, 16, 16) and tr.grad_clip is None
-    assert len(df) == len(test)
     with pytest.raises(ValueError, match="adam or adamw"):
-        ex.train_eval(NAFNet(8, (1, 1, 1, 1)), {"l1": (1.0, LOSSES["l1"])}, train, ["noise25"], [], P, 0,
-                      schedule=Schedule(1, 2, 16, 1e-3, optimizer="sgd"))
+        build_trainer(Schedule(1, 2, 16, 1e-3, optimizer="sgd", momentum=0.9), NAFNet(8, (1, 1, 1, 1)),
+                      {"l1": (1.0, LOSSES["l1"])}, batches)

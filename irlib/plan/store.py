@@ -283,7 +283,7 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     import pandas as pd
     import torch
 
-    from ..train import Trainer, atomic_save, seed_everything
+    from ..train import atomic_save, seed_everything
     from .runner import build_model, build_terms, effective_schedule, train_forward, training_batches
 
     d = store.dir(key)
@@ -312,11 +312,8 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
                     atomic_save({"model": tr.eval_model().state_dict(), "step": tr.step, "psnr": v}, d / "best.pt")
     else:
         on_step = progress
-    tr = Trainer(model, batches, terms, lr=sched.lr, weight_decay=sched.weight_decay, betas=tuple(sched.betas),
-                 optimizer=sched.optimizer, grad_clip=sched.grad_clip, ema_decay=sched.ema, device=device,
-                 ckpt_dir=d / "ckpt", ckpt_every=max(1, min(2000, sched.steps // 4)), ckpt_seconds=600,
-                 forward=train_forward(spec, fb), on_collapse="stop", progress=True,
-                 scheduler=sched.scheduler if sched.decay != "none" else None, callback=on_step)
+    tr = build_trainer(sched, model, terms, batches, device, ckpt_dir=d / "ckpt", forward=train_forward(spec, fb),
+                       callback=on_step)
     t0 = time.time()
     try:
         tr.fit(sched.steps)
@@ -339,6 +336,20 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     shutil.rmtree(d / "ckpt", ignore_errors=True)   # finished runs keep only their final weights
     (d / "best.pt").unlink(missing_ok=True)
     return final
+
+
+def build_trainer(sched, model, terms: dict, batches, device: str = "cpu", ckpt_dir=None, forward=None,
+                  callback=None, progress: bool = True):
+    """The :class:`irlib.train.Trainer` of one run, following its schedule: optimiser, betas, weight decay,
+    learning-rate decay, EMA, gradient clipping; checkpoints every quarter of the run (at most every 2,000
+    steps) and at least every 10 minutes, so a preempted job loses little."""
+    from ..train import Trainer
+
+    return Trainer(model, batches, terms, lr=sched.lr, weight_decay=sched.weight_decay, betas=tuple(sched.betas),
+                   optimizer=sched.optimizer, grad_clip=sched.grad_clip, ema_decay=sched.ema, device=device,
+                   ckpt_dir=ckpt_dir, ckpt_every=max(1, min(2000, sched.steps // 4)) if ckpt_dir else 0,
+                   ckpt_seconds=600, forward=forward, on_collapse="stop", progress=progress,
+                   scheduler=sched.scheduler if sched.decay != "none" else None, callback=callback)
 
 
 class ProgressWriter:
