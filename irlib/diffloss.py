@@ -980,7 +980,7 @@ def save_hspace_figures(df: pd.DataFrame, out_dir, *, smoke: bool, strips: Mappi
         sub = df[df["mode"] == mode]
         fig = plot_hspace_study(sub, error=error)
         paths.append(save_figure(fig, out_dir, figure="Fig. 2b", paper="diffloss", part=mode, smoke=smoke,
-                                 title=fig._suptitle.get_text(), caption=hspace_caption(sub, error)))
+                                 title=fig.get_suptitle(), caption=hspace_caption(sub, error)))
         plt.close(fig)
     for label, imgs in (strips or {}).items():
         deg, _, mode = label.rpartition(", ")
@@ -988,6 +988,6 @@ def save_hspace_figures(df: pd.DataFrame, out_dir, *, smoke: bool, strips: Mappi
             raise ValueError(f"strip label {label!r} must end with ', <mode>' (one of {MODES})")
         fig = plot_regeneration_strip(imgs, inputs=(inputs or {}).get(label), mode=mode)
         paths.append(save_figure(fig, out_dir, figure="Fig. 2a", paper="diffloss", part=label, smoke=smoke,
-                                 title=fig._suptitle.get_text(), caption=strip_caption(mode, deg)))
+                                 title=fig.get_suptitle(), caption=strip_caption(mode, deg)))
         plt.close(fig)
     return paths

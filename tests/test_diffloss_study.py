@@ -264,7 +264,7 @@ def test_fig2b_plots_every_group_visibly_with_the_legend_outside():
         assert ax.get_xlabel().startswith("perturbation level")
         assert "①" in ax.get_xticklabels()[0].get_text()
     assert axes[0].get_ylabel().replace("\n", " ") == dl.Y_LABEL
-    assert "Fig. 2b" in fig._suptitle.get_text()
+    assert "Fig. 2b" in fig.get_suptitle()
     # an error bar's half-height is the 95% t-interval of that point's mean
     d = df[(df.degradation == "lowlight") & (df.group == "clean") & (df.level == 1.0)].distance.to_numpy()
     seg = axes[0].containers[0].lines[2][0].get_segments()[1]
