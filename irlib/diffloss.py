@@ -146,11 +146,13 @@ class AttentionBlock(nn.Module):
 
 
 class Seq(nn.ModuleList):
-    def __init__(self, modules):
+    def __init__(self, modules=None):
         super().__init__(modules)
         self._takes_emb = tuple(isinstance(m, (ResBlock, AttentionBlock)) for m in self)
 
     def forward(self, x, emb):  # type: ignore[override]
+        if len(self._takes_emb) != len(self):  # layers appended after construction
+            self._takes_emb = tuple(isinstance(m, (ResBlock, AttentionBlock)) for m in self)
         for m, takes_emb in zip(self, self._takes_emb):
             x = m(x, emb) if takes_emb else m(x)
         return x
