@@ -34,6 +34,22 @@ def test_dpc_is_the_ratio_of_l1_distances(dino):
     assert float(ratio_contrastive([fp[0]], [fp[0]], [fn[0]], [1.0])) == 0.0
 
 
+def test_plan_dpc_term_reads_the_shallow_blocks(dino):
+    from irlib.plan import build
+    from irlib.plan.features import FeatureBank
+    from irlib.plan.runner import build_model, build_terms
+
+    spec = next(r for r in build("dinoir", "smoke").runs() if r.net == "DINO-IR" and len(r.train) == 4
+                and any(t.name == "dpc" for t in r.terms))
+    fb = FeatureBank("random", "tiny")
+    terms = build_terms(spec, build_model(spec, fb), fb, load_run=None)
+    weight, dpc = terms["dpc"]
+    assert weight == 1.0 and dpc.layers == dinoir.DPC_LAYERS == (0, 1, 2, 3) and dpc.weights == (0.25,) * 4
+    assert dinoir.DPC_LAYERS_PSF == dinoir.DEFAULT_LAYERS
+    with pytest.raises(ValueError, match="one weight per layer"):
+        dinoir.DPCLoss(dino, weights=(0.5, 0.5))
+
+
 def test_timm_local_weights_roundtrip(dino, tmp_path):
     f = tmp_path / "dino_tiny.pth"
     torch.save(dino.vit.state_dict(), f)

@@ -54,17 +54,24 @@ def _scale_of(task: str) -> int:
 
 def training_batches(spec: RunSpec, data_root: str, sched: Schedule) -> Callable[[int], dict]:
     """Batches for ``spec``: real pairs of paired splits, clean images degraded on the fly otherwise, several
-    sources mixed round-robin. Batches are pure functions of (seed, step), so a resumed run sees the same data."""
+    sources mixed round-robin. Batches are pure functions of (seed, step), so a resumed run sees the same data.
+    A clean-image source's task may list alternatives (``noise15|noise25|noise50``: each sample draws one), and
+    consecutive clean-image sources with the same task are pooled into one image set (a combined dataset)."""
     sources = []
     for src in spec.train:
-        sources.append(_one_source(src, data_root, sched, spec.seed))
+        s = _one_source(src, data_root, sched, spec.seed)
+        prev = sources[-1] if sources else None
+        if isinstance(s, PatchBatches) and isinstance(prev, PatchBatches) and tuple(prev.tasks) == tuple(s.tasks):
+            prev.images = list(prev.images) + list(s.images)   # consecutive clean sources of one task: one pooled
+            continue                                           # set (e.g. BSD400 + WED, sampled uniformly)
+        sources.append(s)
     return sources[0] if len(sources) == 1 else MixedBatches(sources)
 
 
 def _one_source(src: Source, data_root: str, sched: Schedule, seed: int):
     if src.dataset == OFFLINE:
         train, _ = split_samples(OFFLINE_SIDE, n_test=3)
-        return PatchBatches(train, sched.patch, sched.batch, (src.task,), seed=seed)
+        return PatchBatches(train, sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed)
     sp = get_split(src.dataset)
     data = load_split(data_root, src.dataset, dtype=torch.uint8)
     small = [tuple(gt.shape[-2:]) for _, gt in data if min(gt.shape[-2:]) < sched.patch]
@@ -74,7 +81,7 @@ def _one_source(src: Source, data_root: str, sched: Schedule, seed: int):
     if sp.paired:
         return PairedPatches([(lq, gt) for lq, gt in data], sched.patch, sched.batch, task=src.task, seed=seed,
                              scale=sp.scale)
-    return PatchBatches([gt for _, gt in data], sched.patch, sched.batch, (src.task,), seed=seed)
+    return PatchBatches([gt for _, gt in data], sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed)
 
 
 def test_pairs(ts: TestSet, data_root: str) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,0 +1,165 @@
+"""DINO-IR's plan: the rows it plans against the reference (own rows only), the runs the tables share, what each
+run trains, the Avg columns, and one small rehearsal end to end on synthetic data."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from irlib import plan
+from irlib.plan.spec import Average, Measure, RowKey, Study
+from irlib.results import reference
+
+KEY = ["paper", "table", "method", "setting", "dataset", "metric"]
+OWN = {"Table 1": 32, "Table 2": 12, "Table 3": 56, "Table 4": 4, "Table 5": 4, "Table 6": 16, "Fig. 3b": 3, "Text": 3}
+
+
+@pytest.fixture(scope="module")
+def full():
+    return plan.build("dinoir", "full")
+
+
+def _rows(p, table, method=None):
+    return {r.key: r for r in p.rows if r.key.table == table and (method is None or r.key.method == method)}
+
+
+def _runs(p, table, method, setting=None):
+    rows = [r for r in _rows(p, table, method).values() if isinstance(r.source, Measure)
+            and (setting is None or r.key.setting == setting)]
+    keys = {tuple(x.key() for x in r.source.runs) for r in rows}
+    assert len(keys) == 1, f"{table} {method}: rows measured from different runs"
+    return keys.pop()
+
+
+def test_planned_rows_are_the_references_own_rows(full):
+    ref = reference("dinoir")
+    counts = full.frame().groupby("table").size().to_dict()
+    assert counts == OWN and sum(OWN.values()) == 130
+    for table, n in OWN.items():
+        cited = full.cited.get(table, ((), ""))[0]
+        own = ref[(ref.table == table) & ~ref.method.isin(cited)]
+        assert len(own) == n, table
+        assert set(map(tuple, own[KEY].values)) == {tuple(k.as_dict().values()) for k in _rows(full, table)}
+    assert len(ref) == 370 and sum(len(ref[(ref.table == t) & ref.method.isin(m)]) for t, (m, _) in full.cited.items()) == 240
+
+
+def test_tables_share_the_paired_runs(full):
+    base, dino = _runs(full, "Table 1", "Restormer"), _runs(full, "Table 1", "DINO-IR")
+    assert _runs(full, "Table 3", "Baseline (Restormer)") == base and _runs(full, "Table 3", "DINO-IR") == dino
+    assert _runs(full, "Table 6", "Baseline (Restormer)", "tasks=4 (B+N+R+H)") == base
+    assert _runs(full, "Table 6", "DINO-IR", "tasks=4 (B+N+R+H)") == dino
+    assert _runs(full, "Table 4", "DINO-IR") == dino
+    ablation = {_runs(full, "Table 3", m) for m in ("Baseline (Restormer)", "with PSF (Restormer)",
+                                                   "with DPC (Restormer)", "DINO-IR")}
+    assert len(ablation) == 4
+    gating = next(r.source.study for r in full.rows if r.key.table == "Text")
+    assert tuple(r.key() for r in gating.deps) == dino
+    for r in _rows(full, "Table 3").values():   # every variant is paired with the baseline run on its images
+        src = r.source
+        if r.key.method != "Baseline (Restormer)":
+            assert tuple(x.key() for x in src.baseline) == base and src.baseline_label == "Baseline (Restormer)"
+
+
+def test_what_each_run_trains(full):
+    runs = {r.key(): r for r in full.runs()}
+    assert len(runs) == 15
+    base = runs[_runs(full, "Table 1", "Restormer")[0]]
+    dino = runs[_runs(full, "Table 1", "DINO-IR")[0]]
+    psf = runs[_runs(full, "Table 3", "with PSF (Restormer)")[0]]
+    dpc = runs[_runs(full, "Table 3", "with DPC (Restormer)")[0]]
+    mixed = [("did:train-clean", "blur"), ("did:train-clean", "noise15|noise25|noise50"), ("did:train", "rain"),
+             ("reside_ots:train", "haze")]
+    for r in (base, dino, psf, dpc):
+        assert [(s.dataset, s.task) for s in r.train] == mixed
+        assert r.schedule.batch == 8 and r.schedule.patch == 160
+    assert base.net == "Restormer" and [t.name for t in base.terms] == ["l1"]
+    assert dpc.net == "Restormer" and [t.name for t in dpc.terms] == ["l1", "dpc"]
+    assert psf.net == "DINO-IR" and [t.name for t in psf.terms] == ["l1"]
+    assert dino.net == "DINO-IR" and dict(dino.net_kw)["layers"] == (2, 6, 11)
+    dpc_term = next(t for t in dino.terms if t.name == "dpc")
+    assert dpc_term.weight == 1.0 and dpc_term.get("layers") == (0, 1, 2, 3)   # lambda = 1, shallow blocks
+    v0 = runs[_runs(full, "Table 5", "V0 (Restormer)")[0]]
+    assert v0.net == "Restormer" and not v0.net_kw and [t.name for t in v0.terms] == ["l1"]   # no DINOv2 at all
+    assert [(s.dataset, s.task) for s in v0.train] == [("rain100l:train", "rain")]
+    for i, layer in enumerate((2, 6, 11), 1):
+        m = next(k for k in _rows(full, "Table 5") if k.method.startswith(f"V{i} ")).method
+        v = runs[_runs(full, "Table 5", m)[0]]
+        assert v.net == "DINO-IR" and dict(v.net_kw)["layers"] == (layer,) and v.train == v0.train
+    single = runs[_runs(full, "Table 2", "DINO-IR")[0]]
+    assert [(s.dataset, s.task) for s in single.train] == [("bsd400:train", "noise15|noise25|noise50"),
+                                                           ("wed:train", "noise15|noise25|noise50")]
+    assert single.schedule.batch == 4 and single.schedule.patch == 128
+    from irlib.plan.papers import dinoir as plan_mod
+
+    per_sigma = plan_mod.build(plan.get_profile("full"), per_sigma=True)
+    assert len(per_sigma.runs()) == 17
+
+
+def test_v0_and_the_baseline_build_without_dinov2():
+    from irlib.plan.features import FeatureBank
+    from irlib.plan.runner import build_model
+
+    smoke = plan.build("dinoir", "smoke")
+    fb = FeatureBank("random", "tiny")
+    for r in smoke.runs():
+        m = build_model(r, fb)
+        uses_dino = hasattr(m, "dino") and getattr(m, "use_psf", False)
+        assert uses_dino == (r.net == "DINO-IR"), r.label
+    assert len(smoke.runs()) <= 15 and all(r.size == "tiny" for r in smoke.runs())
+
+
+def test_avg_is_the_mean_of_exactly_the_seven_task_rows(full):
+    for method in ("Restormer", "DINO-IR"):
+        for metric in ("PSNR", "SSIM"):
+            avg = next(r for r in full.rows if r.key == RowKey("dinoir", "Table 1", method, "multi-task", "Avg",
+                                                               metric))
+            assert isinstance(avg.source, Average)
+            tasks = {k for k in _rows(full, "Table 1", method) if k.dataset != "Avg" and k.metric == metric}
+            assert len(tasks) == 7 and set(avg.source.parts) == tasks and len(avg.source.parts) == 7
+
+
+def test_study_rows_use_the_reference_keys(full):
+    ref = reference("dinoir")
+    for table in ("Fig. 3b", "Text"):
+        keys = {tuple(k.as_dict().values()) for k, r in _rows(full, table).items() if isinstance(r.source, Study)}
+        assert keys == set(map(tuple, ref[ref.table == table][KEY].values))
+    fig5 = next(s for s in full.studies() if s.name == "Fig. 5")
+    derainer = fig5.deps[0]   # Fig. 5's "little rain" comes from a trained derainer: the Table 1 Restormer
+    assert derainer.key() == _runs(full, "Table 1", "Restormer")[0] and any(s.task == "rain" for s in derainer.train)
+
+
+def test_rehearsal_of_table_5_end_to_end(tmp_path):
+    """Table 5 (V0 and V1-V3) of the rehearsal plan, on synthetic Rain100L in its real layout: train, evaluate,
+    gather; every row gets a value and V1-V3 carry a paired gain over V0."""
+    from irlib.data.splits import synth
+
+    root = tmp_path / "data"
+    synth(root, n=2, only=["rain100l"])
+    p = plan.build("dinoir", "rehearse").select(["Table 5"])
+    assert len(p.runs()) == 4 and all(r.limits is not None and r.weights == "random" for r in p.runs())
+    store = plan.RunStore(tmp_path / "runs")
+    status = plan.execute(p, store, executor="inline", data_root=root)
+    assert (status.state == "done").all(), status.error.tolist()
+    rows = plan.gather(p, store)
+    assert len(rows) == 4 and rows.value.notna().all() and np.isfinite(rows.value).all()
+    assert (rows.n_images == 2).all()
+    variants = rows[rows.method != "V0 (Restormer)"]
+    assert (variants.baseline == "V0 (Restormer)").all() and variants.gain.notna().all()
+
+
+def test_runner_pools_clean_sources_and_draws_alternative_tasks(tmp_path):
+    from irlib.data import PatchBatches
+    from irlib.data.splits import synth
+    from irlib.plan.runner import effective_schedule, training_batches
+
+    root = tmp_path / "data"
+    synth(root, n=2, only=["bsd400", "wed", "did", "reside_ots"])
+    p = plan.build("dinoir", "rehearse")
+    single = next(r for r in p.runs() if r.train[0].dataset == "bsd400:train")
+    b = training_batches(single, str(root), effective_schedule(single))
+    assert isinstance(b, PatchBatches) and len(b.images) == 4          # BSD400 + WED pooled into one set
+    assert tuple(b.tasks) == ("noise15", "noise25", "noise50")
+    seen = {t for step in range(12) for t in b(step)["task"]}
+    assert seen == {"noise15", "noise25", "noise50"}
+    b4 = next(r for r in p.runs() if len(r.train) == 4)
+    mixed = training_batches(b4, str(root), effective_schedule(b4))
+    assert [type(s).__name__ for s in mixed.sources] == ["PatchBatches", "PatchBatches", "PairedPatches", "PairedPatches"]
+    assert pd.Series([mixed(k)["task"][0] for k in range(4)]).tolist()[0] == "blur"
