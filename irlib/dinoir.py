@@ -32,6 +32,8 @@ Studies (``fn(ctx: StudyContext, **kw) -> DataFrame`` for :mod:`irlib.plan`): :f
 """
 from __future__ import annotations
 
+import copy
+
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -104,6 +106,16 @@ class DINOFeatures(nn.Module):
 
     def train(self, mode: bool = True):
         return super().train(False)
+
+    def with_layers(self, layers: Sequence[int]) -> "DINOFeatures":
+        """The same frozen ViT (shared, not copied) returning other blocks: PSF, DPC and Table 5's single-layer
+        variants use one network."""
+        other = copy.copy(self)   # shares the ViT module; only ``layers`` differs
+        depth = len(self.vit.blocks)
+        if any(not 0 <= i < depth for i in layers):
+            raise ValueError(f"DINOv2 layers {tuple(layers)} outside the ViT's {depth} blocks (0-based)")
+        other.layers = tuple(layers)
+        return other
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
         """The image the ViT sees, on the [0, 1] scale: ``x`` resized (bilinear) to ``img_size`` if it differs."""
@@ -442,9 +454,18 @@ def derain(model: nn.Module, heavy: torch.Tensor, pad: int = 8) -> torch.Tensor:
         return padded_forward(model, heavy[None], pad)[0].clamp(0, 1)
 
 
+FIG5_LIGHT = "light rain (heavy rain after initial rain removal)"
+FIG5_CLOSER = "light rain closer to no rain than heavy rain"
+
+
+def fig5_features(layers: Sequence[int]) -> str:
+    """The method label of Fig. 5's feature rows."""
+    return f"DINOv2 shallow features (blocks {', '.join(str(i + 1) for i in layers)})"
+
+
 @torch.no_grad()
 def fig5_study(ctx, dataset: str, limit: int | None = None, layers: Sequence[int] = DPC_LAYERS,
-               image: int = 0) -> pd.DataFrame:
+               image: int = 0, label: str = "DID") -> pd.DataFrame:
     """Fig. 5 as a test of the paper's claim: shallow DINOv2 features of a heavy-rain image, of the same image
     after initial rain removal ("little rain": the output of the trained derainer ``ctx.spec.deps[0]``) and of
     the clean image. Rows (table ``Fig. 5``, not in the reference): the mean over images of the L1 distance of
@@ -478,16 +499,16 @@ def fig5_study(ctx, dataset: str, limit: int | None = None, layers: Sequence[int
     _save_arrays(ctx, "fig5", **shown, layers=np.array(layers), dist_heavy=np.array(dist["heavy rain"]),
                  dist_light=np.array(dist["light rain"]))
     n = len(dist["heavy rain"])
-    what = f"DINOv2 shallow features (blocks {', '.join(str(i + 1) for i in layers)})"
-    deraid = f"heavy rain after the trained {run.label or run.net} (initial rain removal)"
-    note = f"{n} rainy/clean pairs of {dataset}"
+    what = fig5_features(layers)
+    note = (f"{n} rainy/clean pairs of {dataset}; light rain = the heavy-rain image after the trained "
+            f"{run.label or run.net} (initial rain removal)")
     rows = []
-    for v, setting in (("heavy rain", "heavy rain"), ("light rain", f"light rain = {deraid}")):
-        rows.append({"table": "Fig. 5", "method": what, "setting": setting, "dataset": dataset, "n_images": n,
+    for v, setting in (("heavy rain", "heavy rain"), ("light rain", FIG5_LIGHT)):
+        rows.append({"table": "Fig. 5", "method": what, "setting": setting, "dataset": label, "n_images": n,
                      "metric": "L1 distance to no rain", "value": float(np.mean(dist[v])), "notes": note})
-        rows.append({"table": "Fig. 5", "method": "image", "setting": setting, "dataset": dataset, "n_images": n,
+        rows.append({"table": "Fig. 5", "method": "image", "setting": setting, "dataset": label, "n_images": n,
                      "metric": "PSNR", "value": float(np.mean(img_psnr[v])), "notes": note})
     closer = float(np.mean(np.array(dist["light rain"]) < np.array(dist["heavy rain"])))
-    rows.append({"table": "Fig. 5", "method": what, "setting": "light rain closer to no rain than heavy rain",
-                 "dataset": dataset, "metric": "share of images", "value": closer, "n_images": n, "notes": note})
+    rows.append({"table": "Fig. 5", "method": what, "setting": FIG5_CLOSER,
+                 "dataset": label, "metric": "share of images", "value": closer, "n_images": n, "notes": note})
     return _frame(rows)

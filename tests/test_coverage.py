@@ -17,8 +17,11 @@ def test_full_plan_covers_every_own_row(paper):
         pytest.skip(f"no plan for {paper} yet")
     ref = reference(paper)
     refkeys = set(map(tuple, ref[KEY].values))
-    planned = set(map(tuple, p.frame()[KEY].values))
+    frame = p.frame()
+    planned = set(map(tuple, frame[~frame.extra][KEY].values))
     assert planned <= refkeys, f"planned rows not in the reference: {sorted(planned - refkeys)[:5]}"
+    extra = frame[frame.extra]
+    assert not set(extra.table) & set(ref.table), "extra rows must not sit in a table the paper prints numbers for"
     excluded = {tuple(e.key.as_dict().values()) for e in p.excluded}
     assert all(e.reason for e in p.excluded)
     cited = {k for k in refkeys if k[2] in p.cited.get(k[1], ((), ""))[0]}

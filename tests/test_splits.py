@@ -83,3 +83,23 @@ def test_synth_writes_every_declared_layout(tmp_path):
 
     items = load_cub(tmp_path / "cub")
     assert len(items) == 4 and {i.label for i in items} == {0, 1} and sum(not i.train for i in items) == 2
+
+
+def test_big_training_sets_are_read_lazily_and_subsets_are_fixed(tmp_path, monkeypatch):
+    from irlib.plan import runner
+    from irlib.plan.spec import Source
+    from irlib.schedules import Schedule
+
+    synth(tmp_path, n=6, side=40, only=["reside_ots"])
+    from irlib.data.splits import LazyPairs, subset_files
+
+    files = split_files(tmp_path, "reside_ots:train")
+    assert subset_files(files, 3) == subset_files(files, 3) and len(subset_files(files, 3)) == 3
+    assert subset_files(files, 3, seed=1) != subset_files(files, 3) or len(files) == 3
+    monkeypatch.setattr(runner, "EAGER_LIMIT", 2)   # pretend 6 images are too many to hold
+    src = runner._one_source(Source("reside_ots:train", "haze", subset=4), str(tmp_path), Schedule(1, 2, 32, 1e-3), 0)
+    assert isinstance(src.pairs, LazyPairs) and len(src.pairs) == 4
+    b = src(0)
+    assert b["lq"].shape == (2, 3, 32, 32) and b["lq"].dtype == torch.float32 and float(b["gt"].max()) <= 1
+    with pytest.raises(DatasetError, match="smaller than the 48-pixel training patch"):
+        runner._one_source(Source("reside_ots:train", "haze"), str(tmp_path), Schedule(1, 2, 48, 1e-3), 0)

@@ -166,20 +166,57 @@ def split_files(root: str | Path, ref: str) -> list[tuple[Path | None, Path]]:
     return pairs
 
 
-def load_split(root: str | Path, ref: str, limit: int | None = None, dtype: torch.dtype = torch.float32
-               ) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
+def load_split(root: str | Path, ref: str, limit: int | None = None, dtype: torch.dtype = torch.float32,
+               files: list[tuple[Path | None, Path]] | None = None) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
     """Images of a split as ``[(lq or None, gt), …]`` (3xHxW; float in [0, 1], or ``torch.uint8`` to keep big
-    training sets in a quarter of the memory). Checks that paired sizes agree with the split's scale."""
+    training sets in a quarter of the memory; ``files`` to read a subset of :func:`split_files`). Checks that
+    paired sizes agree with the split's scale."""
     sp = get_split(ref)
-    out = []
-    for lq_p, gt_p in split_files(root, ref)[:limit]:
-        gt = _read(gt_p, dtype)
-        lq = _read(lq_p, dtype) if lq_p is not None else None
-        if lq is not None and (lq.shape[-2] * sp.scale, lq.shape[-1] * sp.scale) != tuple(gt.shape[-2:]):
-            raise DatasetError(f"{ref}: size mismatch: {lq_p.name} is {lq.shape[-1]}x{lq.shape[-2]}, {gt_p.name} is "
-                               f"{gt.shape[-1]}x{gt.shape[-2]} (expected scale {sp.scale})")
-        out.append((lq, gt))
-    return out
+    return [_read_pair(lq_p, gt_p, ref, sp.scale, dtype)
+            for lq_p, gt_p in (split_files(root, ref) if files is None else files)[:limit]]
+
+
+def _read_pair(lq_p: Path | None, gt_p: Path, ref: str, scale: int, dtype: torch.dtype):
+    gt = _read(gt_p, dtype)
+    lq = _read(lq_p, dtype) if lq_p is not None else None
+    if lq is not None and (lq.shape[-2] * scale, lq.shape[-1] * scale) != tuple(gt.shape[-2:]):
+        raise DatasetError(f"{ref}: size mismatch: {lq_p.name} is {lq.shape[-1]}x{lq.shape[-2]}, {gt_p.name} is "
+                           f"{gt.shape[-1]}x{gt.shape[-2]} (expected scale {scale})")
+    return lq, gt
+
+
+class LazyPairs:
+    """``[(lq or None, gt), …]`` of a split read from disk on demand (uint8, at most ``cache`` images kept), for
+    training sets too large to hold in memory (OTS, DID). Sizes are checked when an image is read."""
+
+    def __init__(self, files: list[tuple[Path | None, Path]], ref: str, scale: int = 1, cache: int = 256):
+        self.files, self.ref, self.scale = files, ref, scale
+        self._get = lru_cache(maxsize=cache)(self._load)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        return self._get(int(i))
+
+    def _load(self, i: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        return _read_pair(*self.files[i], self.ref, self.scale, torch.uint8)
+
+
+def subset_files(files: list, n: int | None, seed: int = 0) -> list:
+    """A fixed random subset of ``n`` entries (kept in their original order); all of them when ``n`` is None."""
+    if n is None or n >= len(files):
+        return list(files)
+    keep = sorted(np.random.default_rng(seed).choice(len(files), size=n, replace=False))
+    return [files[i] for i in keep]
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size[1], im.size[0]
 
 
 def _read(path: Path, dtype: torch.dtype) -> torch.Tensor:

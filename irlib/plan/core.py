@@ -182,8 +182,8 @@ class Plan:
             src = row.source
             kind = type(src).__name__.lower()
             runs = (src.runs if isinstance(src, Measure) else ())
-            out.append({**row.key.as_dict(), "source": kind, "n_runs": len(runs), "notes": row.notes})
-        return pd.DataFrame(out, columns=[*KEY_COLUMNS, "source", "n_runs", "notes"])
+            out.append({**row.key.as_dict(), "source": kind, "n_runs": len(runs), "extra": row.extra, "notes": row.notes})
+        return pd.DataFrame(out, columns=[*KEY_COLUMNS, "source", "n_runs", "extra", "notes"])
 
     def tables(self) -> list[str]:
         return list(dict.fromkeys([r.key.table for r in self.rows] + [f.figure for f in self.figures]))
@@ -224,11 +224,13 @@ class Builder:
     def run(self, net: str, *, train: Sequence[tuple[str, str]], schedule: Schedule, terms: Sequence[Term] = (),
             net_kw: dict | None = None, forward: str = "", label: str = "", select: dict | None = None,
             seed: int = 0, text_encoder: str | None = None) -> RunSpec:
-        """A run of ``net`` (seed ``seed``); ``train`` is ``[(data reference, task), …]``."""
+        """A run of ``net`` (seed ``seed``); ``train`` is ``[(data reference, task), …]`` or
+        ``(data reference, task, subset size)`` for a fixed random subset of a large set."""
         sched = self.schedule(schedule)
         rec = (Term(sched.rec),) if not any(t.name == sched.rec for t in terms) else ()
         return RunSpec(
-            paper=self.paper, net=net, train=tuple(Source(self.data(d), t) for d, t in train), terms=rec + tuple(terms),
+            paper=self.paper, net=net, terms=rec + tuple(terms),
+            train=tuple(Source(self.data(d[0]), d[1], None if self.P.offline or len(d) < 3 else d[2]) for d in train),
             schedule=sched, seed=self.base_seed + seed, net_kw=freeze(net_kw), size=self.P.size, weights=self.P.weights,
             forward=forward, text_encoder=(self.P.text_encoder if text_encoder is None else text_encoder) if forward == "text" else "",
             select=freeze(select), limits=self.P.limits, label=label or net)
@@ -272,8 +274,10 @@ class Builder:
         return StudySpec(self.paper, name, fn, freeze(kw), tuple(deps), self.P.weights, self.P.size, self.P.limits)
 
     def study_row(self, spec: StudySpec, table: str, method: str, setting: str, dataset: str, metric: str,
-                  notes: str = "") -> None:
-        self._add(Row(RowKey(self.paper, table, method, setting, dataset, metric), Study(spec), notes))
+                  notes: str = "", extra: bool = False) -> None:
+        """A row read from a study's result (``extra=True``: a number the paper shows only in a figure or in
+        words, emitted beside the reproduced ones without a reference value)."""
+        self._add(Row(RowKey(self.paper, table, method, setting, dataset, metric), Study(spec), notes, extra))
 
     def figure(self, figure: str, title: str, fn: str, runs: Sequence[RunSpec] = (), studies: Sequence[StudySpec] = (),
                testset: TestSet | None = None, **kw: Any) -> None:

@@ -44,10 +44,11 @@ class FeatureBank:
         from ..dinoir import DEFAULT_LAYERS, DINOFeatures
 
         tiny = self.size == "tiny"
-        lay = tuple(layers or DEFAULT_LAYERS)
-        return self._get(("dino", lay), lambda: DINOFeatures(
-            layers=lay, pretrained=self.pretrained and not tiny, tiny=tiny, img_size=56 if tiny else 224,
+        base = self._get(("dino",), lambda: DINOFeatures(
+            layers=DEFAULT_LAYERS, pretrained=self.pretrained and not tiny, tiny=tiny, img_size=56 if tiny else 224,
             weights_file=self.files.get("dinov2") if self.pretrained else None).to(self.device))
+        lay = tuple(layers or DEFAULT_LAYERS)
+        return base if lay == base.layers else self._get(("dino", lay), lambda: base.with_layers(lay))
 
     def adm(self):
         from .. import diffloss as dl

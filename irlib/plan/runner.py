@@ -68,20 +68,43 @@ def training_batches(spec: RunSpec, data_root: str, sched: Schedule) -> Callable
     return sources[0] if len(sources) == 1 else MixedBatches(sources)
 
 
+EAGER_LIMIT = 2000   # training sets up to this many images are decoded once into memory (uint8); larger ones lazily
+
+
 def _one_source(src: Source, data_root: str, sched: Schedule, seed: int):
+    from ..data.splits import LazyPairs, image_size, split_files, subset_files
+
     if src.dataset == OFFLINE:
         train, _ = split_samples(OFFLINE_SIDE, n_test=3)
         return PatchBatches(train, sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed)
     sp = get_split(src.dataset)
-    data = load_split(data_root, src.dataset, dtype=torch.uint8)
-    small = [tuple(gt.shape[-2:]) for _, gt in data if min(gt.shape[-2:]) < sched.patch]
+    files = subset_files(split_files(data_root, src.dataset), src.subset)
+    probe = files if len(files) <= EAGER_LIMIT else subset_files(files, 200, seed=1)
+    small = [(p, hw) for _, p in probe for hw in [image_size(p)] if min(hw) < sched.patch]
     if small:
-        raise DatasetError(f"{src.dataset}: {len(small)} training images are smaller than the {sched.patch}-pixel "
-                           f"training patch (e.g. {small[0][1]}x{small[0][0]})")
+        raise DatasetError(f"{src.dataset}: training images are smaller than the {sched.patch}-pixel training patch "
+                           f"(e.g. {small[0][0].name}: {small[0][1][1]}x{small[0][1][0]}); "
+                           f"{len(small)} of {len(probe)} checked")
+    if len(files) <= EAGER_LIMIT:
+        data = load_split(data_root, src.dataset, dtype=torch.uint8, files=files)
+    else:
+        data = LazyPairs(files, src.dataset, sp.scale)
     if sp.paired:
-        return PairedPatches([(lq, gt) for lq, gt in data], sched.patch, sched.batch, task=src.task, seed=seed,
-                             scale=sp.scale)
-    return PatchBatches([gt for _, gt in data], sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed)
+        return PairedPatches(data, sched.patch, sched.batch, task=src.task, seed=seed, scale=sp.scale)
+    return PatchBatches(_GtOnly(data), sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed)
+
+
+class _GtOnly:
+    """The ground-truth images of a clean split, as a sequence (eager or lazy underneath)."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        return self.pairs[i][1]
 
 
 def test_pairs(ts: TestSet, data_root: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -107,10 +130,24 @@ def apply_task(x: torch.Tensor, task: str, seed: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ networks
+class _RunEncoder:
+    """A FeatureBank as the zoo sees it for one TextPromptIR run: the zoo sizes the guidance input by
+    ``features.text_dim()``, which must be the width of the run's encoder, not of the default one."""
+
+    def __init__(self, fb: FeatureBank, name: str):
+        self._fb, self._name = fb, name
+
+    def text_dim(self, name: str | None = None) -> int:
+        return self._fb.text_dim(self._name if name is None else name)
+
+    def __getattr__(self, k: str):
+        return getattr(self._fb, k)
+
+
 def build_model(spec: RunSpec, fb: FeatureBank) -> torch.nn.Module:
     kw = dict(spec.net_kw)
     if spec.net == "TextPromptIR" and kw.get("use_text", True):
-        kw["text_dim"] = fb.text_dim(spec.text_encoder)
+        fb = _RunEncoder(fb, spec.text_encoder)   # type: ignore[assignment]
     return zoo.create(spec.net, size=spec.size, features=fb, **kw)
 
 
@@ -154,8 +191,8 @@ def _term(t: Term, spec: RunSpec, model, fb: FeatureBank, load_run, losses):
         from ..diffloss import DiffLoss
 
         size = t.get("size")
-        if spec.limits is not None:
-            size = spec.limits.image_side
+        if spec.limits is not None:  # rehearsal: at most the caps' side; a term may ask for less (cost)
+            size = min(int(size or spec.limits.image_side), spec.limits.image_side)
         return DiffLoss(fb.adm(), lam=float(t.get("lam", 0.01)), target=t.get("target", "eps"), size=size)
     if t.name == "dpc":
         from ..dinoir import DPCLoss

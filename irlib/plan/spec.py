@@ -74,10 +74,12 @@ class Limits:
 class Source:
     """One training source: ``dataset`` is a data reference (``manifest:split``, or ``offline`` for the
     offline photos) and ``task`` the degradation applied to clean images (``noise25``, ``srx4``, ``rain``…) or,
-    for real pairs, the label the batch carries (TextPromptIR picks its instruction from it)."""
+    for real pairs, the label the batch carries (TextPromptIR picks its instruction from it). ``subset`` keeps
+    a fixed, seeded random subset of that many images (a paper's unpublished subset, e.g. "4,000 OTS images")."""
 
     dataset: str
     task: str
+    subset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -218,9 +220,13 @@ class Study:
 
 @dataclass(frozen=True)
 class Row:
+    """One planned number. ``extra`` rows are measurements the paper reports only as a figure or in words
+    (e.g. DINO-IR Fig. 5's feature distances): they are emitted and reported, but have no reference number."""
+
     key: RowKey
     source: Measure | Average | Study
     notes: str = ""
+    extra: bool = False
 
 
 @dataclass(frozen=True)
