@@ -172,16 +172,11 @@ def _dispatch(a) -> int:
     if a.cmd == "status":
         return _cmd_status(a)
     if a.cmd == "doctor":
-        from .plan.preflight import preflight
+        from .plan.preflight import describe, preflight
 
         table = preflight(_plans(a.only, a.profile), a.data_root)
-        import pandas as pd
-
-        with pd.option_context("display.max_colwidth", 140, "display.width", 250):
-            print(table.to_string(index=False))
-        bad = table[table.state != "present"]
-        print(f"{len(table) - len(bad)} of {len(table)} inputs present")
-        return 0 if bad.empty else 3
+        print(describe(table))
+        return 0 if (table.state == "present").all() else 3
     if a.cmd == "eval":
         from .released import evaluate_released
 

@@ -241,7 +241,7 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
     ``<out>/<profile>/{results.csv,results.parquet,status.csv,report.md,report.html}``. Returns the status
     table. Raises :class:`UsageError` for wrong options and :class:`MissingInputs` when the preflight fails."""
     from . import plan
-    from .plan.preflight import missing_refs, preflight
+    from .plan.preflight import describe, missing_refs, preflight
 
     if profile not in plan.PROFILES:
         raise UsageError(f"--profile must be one of {', '.join(plan.PROFILES)}; got {profile!r}")
@@ -259,13 +259,11 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
     problems = table[table.state != "present"]
     (out_root / "preflight.csv").write_text(table.to_csv(index=False))
     if not table.empty:
-        echo(f"preflight ({len(table) - len(problems)} of {len(table)} inputs present):")
-        echo(table[["item", "kind", "state", "needed_by"]].to_string(index=False))
+        echo("preflight: the datasets and weights the selected plans need")
+        echo(describe(table))
     if preflight_only:
         return pd.DataFrame(columns=["notebook", "status", "seconds", "error"])
     if len(problems) and not skip_missing:
-        for r in problems.itertuples():
-            echo(f"  {r.item}: {r.detail}")
         raise MissingInputs(f"{len(problems)} inputs are missing (listed above); fetch them, or re-run with "
                             f"--skip-missing to run what can run (the rest becomes rows saying why)")
     skip = sorted(missing_refs(table)) if skip_missing else []

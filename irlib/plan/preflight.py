@@ -146,3 +146,17 @@ def preflight(plans: Sequence[Plan], data_root: str | Path, weights_root: str | 
 
 def missing_refs(table: pd.DataFrame) -> set[str]:
     return set(table[(table.kind == "data") & (table.state != "present")].item)
+
+
+def describe(table: pd.DataFrame, width: int = 60) -> str:
+    """The preflight as text: one line per item (state, kind, what needs it), then what to do for each missing one."""
+    if table.empty:
+        return "nothing to check"
+    shown = table.assign(needed_by=table.needed_by.map(lambda s: s if len(s) <= width else s[: width - 1] + "…"))
+    lines = [shown[["item", "kind", "state", "needed_by"]].to_string(index=False)]
+    todo = table[table.state != "present"]
+    if len(todo):
+        lines.append("")
+        lines += [f"- {r.item} ({r.state}): {r.detail}" for r in todo.itertuples()]
+    lines.append(f"{len(table) - len(todo)} of {len(table)} inputs present")
+    return "\n".join(lines)
