@@ -1,0 +1,190 @@
+"""DiffLoss's plan against the paper: every own row planned under the reference's key, each "w/ DiffLoss" run
+is its baseline plus the paper's γ·DiffLoss term and nothing else, Table 3 / Fig. 7 keep the best checkpoint,
+the rehearsal feeds the real ADM small images; and one Table 1 pair rehearsed end to end on synthetic data."""
+import dataclasses
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from irlib import plan
+from irlib.plan import Measure, RunStore, Study
+from irlib.plan import spec as plan_spec
+from irlib.plan.papers import diffloss as D
+from irlib.results import reference
+
+KEY = ["paper", "table", "method", "setting", "dataset", "metric"]
+
+
+@pytest.fixture(scope="module")
+def full():
+    return plan.build("diffloss", "full")
+
+
+def _measures(p, table):
+    return [r for r in p.rows if r.key.table == table and isinstance(r.source, Measure)]
+
+
+def test_rows_are_the_references_own_rows(full):
+    ref = reference("diffloss")
+    cited = full.cited["Table 1"][0]
+    own = ref[~((ref.table == "Table 1") & ref.method.isin(cited))]
+    frame = full.frame()
+    planned = frame[~frame.extra]
+    assert planned.groupby("table").size().to_dict() == own.groupby("table").size().to_dict() == {
+        "Table 1": 24, "Table 2": 12, "Table 3": 12, "Table 4": 9}
+    assert set(map(tuple, planned[KEY].values)) == set(map(tuple, own[KEY].values))
+    assert set(cited) == {"AOD-Net", "FFA-Net", "AECR-Net", "DerainNet", "RESCAN", "PreNet", "EnlightenGAN",
+                          "RetiNexNet", "DRBN"}
+    assert not full.excluded
+    extra = frame[frame.extra]   # numbers the paper only draws: Fig. 7's sweep, Fig. 2b's distances
+    assert extra.groupby("table").size().to_dict() == {"Fig. 7": 2 * len(D.FIG7_GAMMAS), "Fig. 2b": 12}
+    assert set(extra[extra.table == "Fig. 7"].setting) >= {"gamma=0; lambda=0", "gamma=0.001; lambda=0"}
+
+
+def test_study_groups_are_the_diffloss_modules():
+    from irlib import diffloss as dl
+
+    assert D.STUDY_GROUPS == dl.STUDY_GROUPS
+
+
+def test_labels_and_networks(full):
+    t1 = {r.key.method: r.source.runs[0].net for r in _measures(full, "Table 1")}
+    assert t1 == {n: n for n in ("FSDGN", "TaylorFormer", "RCD-Net", "EfDeRain", "DeepLPF", "IAT")} | {
+        f"w/ DiffLoss ({n})": n for n in ("FSDGN", "TaylorFormer", "RCD-Net", "EfDeRain", "DeepLPF", "IAT")}
+    assert {r.source.runs[0].net for r in _measures(full, "Table 3")} == {"MSBDN"}
+    assert {r.source.runs[0].net for r in _measures(full, "Table 4")} == {"GridDehazeNet"}
+    train = {r.source.runs[0].net: r.source.runs[0].train[0].dataset for r in _measures(full, "Table 1")}
+    assert train["TaylorFormer"] == "dense_haze:train" and train["IAT"] == "lol:train"
+    assert train["EfDeRain"] == D.DERAIN_TRAIN
+    rain = [r for r in _measures(full, "Table 1") if r.key.dataset == "Rain100H"]
+    assert {r.source.eval.channel for r in rain} == {"y"} and all("Rain13K" in r.notes for r in rain)
+
+
+def test_with_diffloss_is_the_baseline_plus_the_paper_term_only(full):
+    pairs = [r.source for r in _measures(full, "Table 1") if r.source.baseline]
+    assert len(pairs) == 12  # six variants x (PSNR, SSIM)
+    for m in pairs:
+        (v,), (b,) = m.runs, m.baseline
+        dl = [t for t in v.terms if t.name == "diffloss"]
+        assert len(dl) == 1 and dl[0].weight == 0.001 and dict(dl[0].kw) == {"lam": 0.01, "target": "eps"}
+        assert dataclasses.replace(v, terms=tuple(t for t in v.terms if t.name != "diffloss")) == b
+        assert [t.name for t in b.terms] == ["mse"] and b.schedule.rec == "mse"
+        assert (b.schedule.steps, b.schedule.batch, b.schedule.patch, b.schedule.lr) == (40_000, 4, 256, 1e-4)
+        assert m.baseline_label == b.net and v.label == f"w/ DiffLoss ({b.net})"
+
+
+def test_table3_4_and_fig7_selection_and_targets(full):
+    dense = plan_spec.TestSet("dense_haze:test", "haze")
+    t3 = {r.key.method: r.source for r in _measures(full, "Table 3") if r.key.metric == "PSNR"}
+    for label, m in t3.items():
+        sel = dict(m.runs[0].select)
+        assert sel == {"best_every": D.BEST_EVERY, "on": dense}, label
+        assert m.eval.metrics == ("LPIPS", "PSNR", "SSIM")
+    assert [t.name for t in t3["L1 Loss (MSBDN)"].runs[0].terms] == ["l1"]
+    assert [t.name for t in t3["Perceptual Loss (MSBDN)"].runs[0].terms] == ["l1", "perceptual"]
+    assert [t.name for t in t3["Adversarial Loss (MSBDN)"].runs[0].terms] == ["l1", "adversarial"]
+    assert [t.name for t in t3["DiffLoss (MSBDN)"].runs[0].terms] == ["mse", "diffloss"]
+    assert all(m.baseline_label == "L1 Loss (MSBDN)" for k, m in t3.items() if k != "L1 Loss (MSBDN)")
+    t4 = {r.key.method: r.source.runs[0] for r in _measures(full, "Table 4")}
+    targets = {k: dict(next(t for t in r.terms if t.name == "diffloss").kw)["target"] for k, r in t4.items()}
+    assert targets == {"a (GridNet)": "x0", "b (GridNet)": "xprev", "c (GridNet)": "eps"}
+    assert all(r.select == () for r in t4.values())                    # the paper gives no best-of rule there
+    assert all(r.source.runs[0].select == () for r in _measures(full, "Table 1"))
+    sweep = next(s for s in full.studies() if s.name == "gamma-sweep")
+    assert dict(sweep.kw)["gammas"] == D.FIG7_GAMMAS and len(sweep.deps) == len(D.FIG7_GAMMAS)
+    for g, r in zip(D.FIG7_GAMMAS, sweep.deps):
+        assert dict(r.select)["on"] == dense
+        dl = [t for t in r.terms if t.name == "diffloss"]
+        assert (dl[0].weight, dict(dl[0].kw)["lam"]) == (g, 0.0) if g else not dl
+    # Fig. 1b's MSBDN pair: L2 alone (gamma=0) and the Table 3 DiffLoss run differ by the DiffLoss term only
+    fig1b = next(f for f in full.figures if f.figure == "Fig. 1b")
+    l2, with_dl = fig1b.runs[2], fig1b.runs[3]
+    assert with_dl == t3["DiffLoss (MSBDN)"].runs[0] and l2 == sweep.deps[0]
+    assert dataclasses.replace(with_dl, terms=with_dl.terms[:1]) == l2
+
+
+def test_table2_and_fig2_studies_use_the_table1_efficient_restorers(full):
+    t1 = {r.key.method: r.source.runs[0] for r in _measures(full, "Table 1")}
+    want = tuple(t1[m] for n in ("TaylorFormer", "EfDeRain", "IAT") for m in (n, f"w/ DiffLoss ({n})"))
+    t2 = [r for r in full.rows if r.key.table == "Table 2"]
+    assert all(isinstance(r.source, Study) for r in t2) and len({r.source.study.key() for r in t2}) == 1
+    cub = t2[0].source.study
+    assert cub.deps == want and dict(cub.kw)["tasks"] == ("haze", "rain", "lowlight")
+    assert all("[26]" in r.notes for r in t2)
+    hs = next(s for s in full.studies() if s.name == "hspace-svd")
+    assert hs.deps == want and dict(hs.kw)["side"] == 0 and dict(hs.kw)["ddim_steps"] == 20
+    assert "cub:all" in full.datasets() and "nh_haze:all" in full.datasets()
+
+
+def test_rehearsal_and_smoke_profiles(full):
+    from irlib.plan.features import FeatureBank
+    from irlib import losses
+    from irlib.plan.runner import _term
+
+    rh = plan.build("diffloss", "rehearse")
+    assert len(rh.runs()) == len(full.runs()) == 24
+    terms = [t for r in rh.runs() for t in r.terms if t.name == "diffloss"]
+    assert len(terms) == 14 and all(t.get("size") == D.REHEARSE_ADM_SIDE for t in terms)
+    assert all(t.get("size") is None for r in full.runs() for t in r.terms if t.name == "diffloss")
+    # the runner builds the rehearsal's DiffLoss at the term's side, below the caps' image side
+    spec = next(r for r in rh.runs() if any(t.name == "diffloss" for t in r.terms))
+    fb = FeatureBank("random", "tiny")
+    assert _term(terms[0], spec, None, fb, None, losses).size == D.REHEARSE_ADM_SIDE
+    capped = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, image_side=16))
+    assert _term(terms[0], capped, None, fb, None, losses).size == 16
+    smoke = plan.build("diffloss", "smoke")
+    assert len(smoke.runs()) == 16 and all(r.size == "tiny" for r in smoke.runs())
+    assert {t.name for r in smoke.runs() for t in r.terms} == {"mse", "l1", "perceptual", "adversarial", "diffloss"}
+    assert dict(next(s for s in smoke.studies() if s.name == "cub-top1").kw)["tasks"] == ("rain", "lowlight")
+
+
+def test_adm_view_at_a_smaller_side_shares_weights_and_leaves_the_unet_alone():
+    from irlib import diffloss as dl
+    from irlib.plan.papers.diffloss_figs import _at_side
+
+    torch.manual_seed(0)
+    unet = dl.ADMUNet(dl.ADM_TINY).eval().requires_grad_(False)
+    view = _at_side(unet, 64)
+    assert view.cfg.image_size == 64 and unet.cfg.image_size == 32 and _at_side(unet, 0) is unet
+    assert all(a is b for a, b in zip(view.parameters(), unet.parameters()))
+    x = torch.rand(1, 3, 64, 64)
+    y = dl.regenerate(view, x, t_start=100, steps=1, strength=1.0)
+    assert y.shape == x.shape and unet.h_hook is None and view.h_hook is None
+    t = torch.tensor([100])
+    assert torch.equal(view(x, t), unet(x, t))
+
+
+def test_rehearsal_of_the_iat_pair_end_to_end(tmp_path):
+    """Table 1's IAT pair on synthetic LOL: train (the real 256-px ADM architecture at 32 px), evaluate, gather
+    with the paired bootstrap, draw a Fig. 1b-style comparison."""
+    from irlib.data.splits import synth
+    from irlib.plan.drawing import FigureContext, draw
+    from irlib.plan.features import FeatureBank
+
+    synth(tmp_path / "data", only=["lol"])
+    p = plan.build("diffloss", "rehearse")
+    p = dataclasses.replace(p, rows=[r for r in p.rows if r.key.table == "Table 1"
+                                     and r.key.method in ("IAT", "w/ DiffLoss (IAT)")], figures=[])
+    store = RunStore(tmp_path / "runs")
+    st = plan.execute(p, store, data_root=tmp_path / "data")
+    assert list(st.state) == ["done", "done"], st.error.tolist()
+    rows = plan.gather(p, store)
+    assert len(rows) == 4 and rows.value.notna().all() and (rows.n_images == 2).all()
+    v = rows[(rows.method == "w/ DiffLoss (IAT)") & (rows.metric == "PSNR")].iloc[0]
+    assert v.baseline == "IAT" and math.isfinite(v.gain) and v.measured_on.startswith("synthetic")
+    base, var = (r.source.runs[0] for r in p.rows[:3:2])
+    log = pd.read_csv(store.dir(var.key()) / "log.csv")
+    assert len(log) == 2 and (log.diffloss > 0).all()
+    assert "diffloss" not in pd.read_csv(store.dir(base.key()) / "log.csv")
+    wa, wb = (torch.load(store.dir(r.key()) / "final.pt", weights_only=True)["model"] for r in (base, var))
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)   # the DiffLoss gradient reached the restorer
+    lol = D._fig_ts(plan.Builder("diffloss", "rehearse"), "lol:test", "lowlight")
+    row = ("IAT, LOL", lol, "rgb", (("IAT", 0), ("w/ DiffLoss (IAT)", 1)))
+    spec = plan.FigureSpec("diffloss", "Fig. 1b", "test", "irlib.plan.papers.diffloss_figs:visual_grid",
+                           (("rows", (row,)),), (base, var))
+    ctx = FigureContext(spec, store, rows, tmp_path / "out", str(tmp_path / "data"), "cpu",
+                        FeatureBank("random", "full"), "rehearse")
+    (png,) = draw(spec, ctx)
+    assert png.is_file() and png.with_suffix(".json").is_file()
