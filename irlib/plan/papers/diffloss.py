@@ -34,10 +34,12 @@ schedule (40K steps; see its source note). The frozen UNet is OpenAI's 256x256 u
 Profiles. *Rehearse* runs the full plan (24 runs, same networks and code path: the real ``ADMUNet`` with the
 ``ADM_256_UNCOND`` configuration, random weights) with 2 steps per run; the DiffLoss term and the Fig. 2 study
 feed the UNet :data:`REHEARSE_ADM_SIDE`-pixel images, and Fig. 2 uses :data:`REHEARSE_LEVELS` instead of four
-perturbation levels. Measured on this project's 2-core CPU machine (shared, moderately loaded): one DiffLoss
-training step (a no-grad and a grad UNet pass, then the backward) takes about 2.7 s at 32 px against 5.5 s at
+perturbation levels and :data:`REHEARSE_DDIM_STEPS` DDIM step (24 no-grad UNet passes in all). Measured on this
+project's 2-core CPU machine (shared, moderately loaded): one DiffLoss training step (a no-grad and a grad UNet pass, then the backward) takes about 2.7 s at 32 px against 5.5 s at
 the caps' 64 px with 2 threads (6.5 s against 9.8 s with 1 thread); 14 of the 24 runs train with DiffLoss. The
-whole rehearsal (24 runs, 3 studies, 8 figure files) took 6.4 min with 1 thread under a load of about 3.
+whole rehearsal (24 runs, 3 studies, 8 figure files) took 6.4 min with 1 thread under a load of about 3 (two
+DDIM steps in Fig. 2 then), 8.2 min with 2 threads under a load of 3-4 (CPU contention slows multi-threaded
+small kernels disproportionately).
 *Smoke* keeps a subset of rows (one Table 1 pair per task, :data:`SMOKE_TABLE1`; Table 2 without dehazing;
 Tables 3-4; a three-point Fig. 7: 16 runs) with tiny networks, the tiny ADM and the offline photos; its CUB is
 :func:`irlib.classify.synth_cub`'s look-alike.
@@ -57,8 +59,10 @@ SMOKE_BEST_EVERY = 8   # the same in the smoke profile's 24 steps
 PERCEPTUAL_W, ADVERSARIAL_W = 0.01, 0.001   # Table 3 weights (irlib choices: the paper gives none)
 FIG7_GAMMAS = (0.0, 0.0005, 0.001, 0.005, 0.01)   # brackets the paper's best range [0.0005, 0.005]
 SMOKE_FIG7_GAMMAS = (0.0, 0.001, 0.01)
+SMOKE_CLASSIFIER_STEPS = 4
 REHEARSE_ADM_SIDE = 32     # UNet input side in the rehearsal (the smallest the 256-px ADM's 5 downsamplings admit)
 REHEARSE_LEVELS = (1.0,)   # Fig. 2 perturbation levels in the rehearsal (full: irlib.diffloss.DEFAULT_LEVELS)
+REHEARSE_DDIM_STEPS = 1    # Fig. 2 DDIM steps in the rehearsal: 3 degradations x 4 groups x 2 levels UNet passes each
 FIG2_IMAGES = 48           # CUB test images per degradation in Fig. 2 (irlib choice: the paper gives no count)
 CUB = "cub:all"
 # The paper trains deraining on Rain13K; no manifest declares it yet, so Rain100H's own training split stands in.
@@ -137,6 +141,8 @@ def build(P: Profile, seed: int = 0) -> Plan:
 
     # ---------------------------------------------------------------- Table 2: CUB classification study
     cub_sched = B.schedule(original("CUB classifier"))
+    if B.smoke:   # a VGG16 step updates 138M parameters (~1 s on a CPU): 4 fine-tuning steps check the path
+        cub_sched = dataclasses.replace(cub_sched, steps=SMOKE_CLASSIFIER_STEPS)
     cub_tasks = tuple(t for t in TASKS if EFFICIENT[t] in runs)
     deps = tuple(r for task in cub_tasks for r in (runs[EFFICIENT[task]][0][0], runs[EFFICIENT[task]][1][0]))
     cub = B.study("cub-top1", f"{FIGS}:cub_top1", deps=deps, cub=B.data(CUB), tasks=cub_tasks,
@@ -197,7 +203,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
                  images=P.limits.images if P.limits else (2 if B.smoke else FIG2_IMAGES),
                  levels=REHEARSE_LEVELS if P.limits else (),   # () = irlib.diffloss.DEFAULT_LEVELS
                  modes=("multiplicative",) if small else ("multiplicative", "additive"),
-                 ddim_steps=P.limits.ddim_steps if P.limits else (4 if B.smoke else 20),
+                 ddim_steps=min(P.limits.ddim_steps, REHEARSE_DDIM_STEPS) if P.limits else (4 if B.smoke else 20),
                  t_start=400, side=REHEARSE_ADM_SIDE if P.limits else 0, seed=B.base_seed)
     for task in cub_tasks:   # Fig. 2b as numbers: the mean distance per group at the largest perturbation
         for group in STUDY_GROUPS:
@@ -255,8 +261,8 @@ def build(P: Profile, seed: int = 0) -> Plan:
 
 
 def _side(P: Profile, full: int) -> int:
-    """Classifier input side: the full size, or the rehearsal caps' image side (smoke: the same small side)."""
-    return P.limits.image_side if P.limits else (64 if P.name == "smoke" else full)
+    """Classifier input side: the full size, the rehearsal caps' image side, or 32 pixels in the smoke profile."""
+    return P.limits.image_side if P.limits else (32 if P.name == "smoke" else full)
 
 
 def _fig_ts(B: Builder, ref: str, task: str) -> TestSet:

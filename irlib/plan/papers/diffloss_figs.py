@@ -7,6 +7,7 @@ fine-tuned once per configuration and kept in ``<run store>/_cub/`` (under a loc
 the same time fine-tune it once)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import fcntl
@@ -25,16 +26,30 @@ HSPACE_CSV, HSPACE_IMAGES = "hspace.csv", "hspace_images.pt"
 
 
 # ------------------------------------------------------------------------------------------ CUB
+@contextlib.contextmanager
+def _locked(ctx, name: str):
+    """An exclusive lock ``<run store>/_cub/.<name>.lock``: studies running side by side (local executor) build a
+    shared file once."""
+    root = Path(ctx.store.root) / "_cub"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield root
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _cub_items(ctx, ref: str):
     """CUB-200-2011's items: ``<data_root>/<manifest>`` for a data reference; for ``offline`` (smoke) the tiny
     look-alike of :func:`irlib.classify.synth_cub`, written once under ``<run store>/_cub/``."""
     from ... import classify
 
     if ref == "offline":
-        base = Path(ctx.store.root) / "_cub" / "smoke-data"
-        if not (base / "CUB_200_2011" / "images.txt").is_file():
-            classify.synth_cub(base, n_classes=2, per_class=3, side=64)
-        return classify.load_cub(base)
+        with _locked(ctx, "smoke-data") as root:
+            if not (root / "smoke-data" / "CUB_200_2011" / "images.txt").is_file():
+                classify.synth_cub(root / "smoke-data", n_classes=2, per_class=3, side=64)
+        return classify.load_cub(root / "smoke-data")
     return classify.load_cub(Path(ctx.data_root) / ref.split(":")[0])
 
 
@@ -55,14 +70,11 @@ def cub_classifier(ctx, arch: str, ref: str, sched, side: int, seed: int):
     train = [c for c in items if c.train]
     n_classes = 1 + max(c.label for c in items)
     steps, batch = _capped(sched, ctx.spec.limits)
-    root = Path(ctx.store.root) / "_cub"
-    root.mkdir(parents=True, exist_ok=True)
     tag = digest({"arch": arch, "ref": ref, "data": str(Path(ctx.data_root).resolve()), "sched": sched, "side": side,
                   "seed": seed, "weights": ctx.fb.weights, "steps": steps, "batch": batch, "n": len(train)})
-    ckpt = root / f"{arch}-{tag}.pt"
     net = classify.make_classifier(arch, n_classes, pretrained=ctx.fb.pretrained)
-    with open(root / f".{arch}-{tag}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(ctx, f"{arch}-{tag}") as root:
+        ckpt = root / f"{arch}-{tag}.pt"
         if ckpt.is_file():
             net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
             return net.eval().to(ctx.device)
