@@ -35,8 +35,8 @@ Profiles. *Rehearse* runs the full plan (24 runs, same networks and code path: t
 ``ADM_256_UNCOND`` configuration, random weights) with 2 steps per run; the DiffLoss term and the Fig. 2 study
 feed the UNet :data:`REHEARSE_ADM_SIDE`-pixel images, and Fig. 2 uses :data:`REHEARSE_LEVELS` instead of four
 perturbation levels and :data:`REHEARSE_DDIM_STEPS` DDIM step (24 no-grad UNet passes in all). Measured on this
-project's 2-core CPU machine (shared, moderately loaded): one DiffLoss training step (a no-grad and a grad UNet pass, then the backward) takes about 2.7 s at 32 px against 5.5 s at
-the caps' 64 px with 2 threads (6.5 s against 9.8 s with 1 thread); 14 of the 24 runs train with DiffLoss. The
+project's 2-core CPU machine (shared, moderately loaded): one DiffLoss training step (a no-grad and a grad
+UNet pass, then the backward) takes about 2.7 s at 32 px against 5.5 s at the caps' 64 px with 2 threads (6.5 s against 9.8 s with 1 thread); 14 of the 24 runs train with DiffLoss. The
 whole rehearsal (24 runs, 3 studies, 8 figure files) took 6.4 min with 1 thread under a load of about 3 (two
 DDIM steps in Fig. 2 then), 8.2 min with 2 threads under a load of 3-4 (CPU contention slows multi-threaded
 small kernels disproportionately).
