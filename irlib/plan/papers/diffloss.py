@@ -32,14 +32,14 @@ schedule (40K steps; see its source note). The frozen UNet is OpenAI's 256x256 u
   paper shows it; the paper does not say what its NH-HAZE model was trained on).
 
 Profiles. *Rehearse* runs the full plan (24 runs, same networks and code path: the real ``ADMUNet`` with the
-``ADM_256_UNCOND`` configuration, random weights) with 2 steps per run; the DiffLoss term and the Fig. 2 study
-feed the UNet :data:`REHEARSE_ADM_SIDE`-pixel images, and Fig. 2 uses :data:`REHEARSE_LEVELS` instead of four
+``ADM_256_UNCOND`` configuration, random weights) with 2 steps per run; the DiffLoss term and the Fig. 2 study feed
+the UNet :data:`REHEARSE_ADM_SIDE`-pixel images, and Fig. 2 uses :data:`REHEARSE_LEVELS` instead of four
 perturbation levels and :data:`REHEARSE_DDIM_STEPS` DDIM step (24 no-grad UNet passes in all). Measured on this
-project's 2-core CPU machine (shared, moderately loaded): one DiffLoss training step (a no-grad and a grad
-UNet pass, then the backward) takes about 2.7 s at 32 px against 5.5 s at the caps' 64 px with 2 threads (6.5 s against 9.8 s with 1 thread); 14 of the 24 runs train with DiffLoss. The
-whole rehearsal (24 runs, 3 studies, 8 figure files) took 6.4 min with 1 thread under a load of about 3 (two
-DDIM steps in Fig. 2 then), 8.2 min with 2 threads under a load of 3-4 (CPU contention slows multi-threaded
-small kernels disproportionately).
+project's 2-core CPU machine (shared, moderately loaded): one DiffLoss training step (a no-grad and a grad UNet
+pass, then the backward) takes about 2.7 s at 32 px against 5.5 s at the caps' 64 px with 2 threads (6.5 s against
+9.8 s with 1 thread); 14 of the 24 runs train with DiffLoss. The whole rehearsal (24 runs, 3 studies, 8 figure
+files) took 6.4 min with 1 thread under a load of about 3 (two DDIM steps in Fig. 2 then), 8.2 min with 2 threads
+under a load of 3-4 (CPU contention slows multi-threaded small kernels disproportionately).
 *Smoke* keeps a subset of rows (one Table 1 pair per task, :data:`SMOKE_TABLE1`; Table 2 without dehazing;
 Tables 3-4; a three-point Fig. 7: 16 runs) with tiny networks, the tiny ADM and the offline photos; its CUB is
 :func:`irlib.classify.synth_cub`'s look-alike.
