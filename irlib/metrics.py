@@ -129,22 +129,34 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
 
 
+_INCEPTION: dict = {}
+
+
+def _inception(pretrained: bool) -> torch.nn.Module:
+    if pretrained not in _INCEPTION:
+        import torchvision
+
+        w = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1 if pretrained else None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = torchvision.models.inception_v3(weights=w, aux_logits=True, init_weights=not pretrained).eval()
+        net.fc = torch.nn.Identity()
+        if not pretrained:
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.train()
+        _INCEPTION[pretrained] = net
+    return _INCEPTION[pretrained]
+
+
 def inception_features(images: torch.Tensor, pretrained: bool = True, batch: int = 16) -> torch.Tensor:
     """2048-d pool features of torchvision's Inception-v3 (``Inception_V3_Weights.IMAGENET1K_V1`` when
     ``pretrained``; random weights otherwise, for offline pipeline checks) for images in [0, 1].
 
     A random network has no trained BatchNorm statistics and its activations explode through 90 layers, so
     in that case BatchNorm normalises with each batch's own statistics (the values stay finite; they still
-    mean nothing)."""
-    import torchvision
-
-    w = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1 if pretrained else None
-    net = torchvision.models.inception_v3(weights=w, aux_logits=True, init_weights=not pretrained).eval()
-    net.fc = torch.nn.Identity()
-    if not pretrained:
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.train()
+    mean nothing). The network is built once per process (a random one with seed 0, so values repeat)."""
+    net = _inception(pretrained)
     from .losses import imagenet_normalize
 
     out = []

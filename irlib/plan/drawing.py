@@ -48,7 +48,7 @@ def draw(spec: FigureSpec, ctx: FigureContext) -> list[Path]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-def _crop_box(gt: torch.Tensor, size: int = 96) -> tuple[int, int, int]:
+def crop_box(gt: torch.Tensor, size: int = 96) -> tuple[int, int, int]:
     """The ``size`` square (top, left, side) with the most detail (largest gradient energy), the same for
     every method shown."""
     g = gt.mean(0)
@@ -80,7 +80,7 @@ def visual_pair(ctx: FigureContext, names: Sequence[str], channel: str = "rgb", 
         f = (lambda x: fwd(model, {"lq": x})) if fwd else model
         outs.append(padded_forward(f, lq[None].to(ctx.device), zoo.entry(run.net).pad, gt.shape[-2:])[0].clamp(0, 1).cpu())
     shown_lq = torch.nn.functional.interpolate(lq[None], size=gt.shape[-2:], mode="bicubic")[0].clamp(0, 1)
-    top, left, side = _crop_box(gt)
+    top, left, side = crop_box(gt)
     cut = lambda x: x[:, top:top + side, left:left + side].permute(1, 2, 0).numpy()  # noqa: E731
     fig, ax = plt.subplots(1, 5, figsize=(15, 3.4))
     panels = [("input", shown_lq, None)] + [(n, o, float(psnr(o, gt, channel=channel, crop_border=crop)[0]))

@@ -7,10 +7,9 @@ schedule (40K steps; see its source note). The frozen UNet is OpenAI's 256x256 u
 (``FeatureBank.adm()``; the notebook's ``adm_checkpoint`` gives a local copy).
 
 * **Table 1** — FSDGN / TaylorFormer on Dense-Haze, RCD-Net / EfDeRain on Rain100H, DeepLPF / IAT on LOL, each
-  without and with DiffLoss (12 runs). Deraining: the paper trains on Rain13K, for which no manifest exists yet,
-  so the runs train on Rain100H's 1,800 training pairs (RainTrainH, one of Rain13K's parts) — see
-  :data:`DERAIN_TRAIN` — and are measured on the Y channel (the cited Rain100H rows are MPRNet's table, which
-  measures on Y). Dehazing and low light on RGB.
+  without and with DiffLoss (12 runs). Deraining trains on Rain13K, as the paper says (``rain13k:train``,
+  :data:`DERAIN_TRAIN`, read lazily: 13,712 pairs), and is measured on the Y channel (the cited Rain100H rows are
+  MPRNet's table, which measures on Y). Dehazing and low light on RGB.
 * **Table 2** — a study (:func:`irlib.plan.papers.diffloss_figs.cub_top1`): VGG16 and ResNet50 fine-tuned on clean
   CUB classify the CUB test split degraded by irlib's seeded haze / rain / low light (the paper's degradation
   parameters, "[26]", are not given) and restored by the Table 1 TaylorFormer / EfDeRain / IAT runs.
@@ -65,10 +64,8 @@ REHEARSE_LEVELS = (1.0,)   # Fig. 2 perturbation levels in the rehearsal (full: 
 REHEARSE_DDIM_STEPS = 1    # Fig. 2 DDIM steps in the rehearsal: 3 degradations x 4 groups x 2 levels UNet passes each
 FIG2_IMAGES = 48           # CUB test images per degradation in Fig. 2 (irlib choice: the paper gives no count)
 CUB = "cub:all"
-# The paper trains deraining on Rain13K; no manifest declares it yet, so Rain100H's own training split stands in.
-DERAIN_TRAIN = "rain100h:train"
-DERAIN_NOTE = ("trained on Rain100H's 1,800 training pairs (the paper trains on Rain13K, of which they are a part; "
-               "irlib has no Rain13K manifest yet); Y channel, as the Rain100H rows the paper copies from MPRNet")
+DERAIN_TRAIN = "rain13k:train"   # "trained on Rain13K", as the paper says
+DERAIN_NOTE = "trained on Rain13K; Y channel, as the Rain100H rows the paper copies from MPRNet"
 
 TASKS = {  # table-1 block: (setting, test-set name, train ref, test ref, degradation, channel)
     "haze": ("task=dehazing", "Dense-Haze", "dense_haze:train", "dense_haze:test", "rgb"),

@@ -268,9 +268,9 @@ def hspace_curves(ctx) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------ Figs. 1b, 5, 6
 def _detail_box(gt: torch.Tensor) -> tuple[int, int, int]:
-    from ..drawing import _crop_box
+    from ..drawing import crop_box
 
-    return _crop_box(gt, max(32, min(gt.shape[-2:]) // 4))
+    return crop_box(gt, max(32, min(gt.shape[-2:]) // 4))
 
 
 @torch.no_grad()
