@@ -19,6 +19,7 @@ seed = 0
 out_dir = "reports/smoke/diffloss"
 runs_dir = ""        # run store; default <out_dir>/../runs (shared with the other notebooks of a reproduce)
 only = ""            # comma-separated tables/figures to keep, e.g. "Table 1,Fig. 5"
+skip_data = ""        # comma-separated missing datasets (irlib reproduce --skip-missing): their tables become skip rows
 adm_checkpoint = ""  # local path or URL of 256x256_diffusion_uncond.pt (default: OpenAI's URL, cached)
 
 # %%
@@ -28,7 +29,7 @@ from irlib.plan.notebook import session
 
 S = session("diffloss", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"adm": adm_checkpoint} if adm_checkpoint else None,
-            only=[t.strip() for t in only.split(",") if t.strip()])
+            only=only, skip_data=skip_data)
 print(S.banner() or "full profile")
 S.plan.frame().groupby("table").size().rename("rows planned")
 
@@ -77,3 +78,12 @@ S.gains()
 # %%
 for path in S.figures():
     display(Image(filename=str(path)))
+
+# %% [markdown]
+# ## The authors' released checkpoints
+# The baselines' own weights (`data_manifests/weights`), evaluated on the same test sets with the same metric
+# conventions as the retrained rows, once they are under `<data_root>/weights` (`irlib weights fetch NAME`, or
+# by hand where the release is on a drive). Their rows are marked `weights=released`.
+
+# %%
+S.released()

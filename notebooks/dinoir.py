@@ -21,6 +21,7 @@ seed = 0
 out_dir = "reports/smoke/dinoir"
 runs_dir = ""         # run store; default <out_dir>/../runs (shared with the other notebooks of a reproduce)
 only = ""             # comma-separated tables/figures to keep, e.g. "Table 5,Fig. 3b"
+skip_data = ""        # comma-separated missing datasets (irlib reproduce --skip-missing): their tables become skip rows
 dinov2_weights = ""   # local timm DINOv2 ViT-S/14 file (instead of downloading vit_small_patch14_dinov2.lvd142m)
 
 # %%
@@ -31,7 +32,7 @@ from irlib.plan.papers.dinoir import study_rows
 
 S = session("dinoir", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"dinov2": dinov2_weights} if dinov2_weights else None,
-            only=[t.strip() for t in only.split(",") if t.strip()])
+            only=only, skip_data=skip_data)
 print(S.banner() or "full profile")
 S.plan.frame().groupby("table").size().rename("rows planned")
 
@@ -104,3 +105,12 @@ S.gains()
 # %%
 for path in S.figures():
     display(Image(filename=str(path)))
+
+# %% [markdown]
+# ## The authors' released checkpoints
+# The baselines' own weights (`data_manifests/weights`), evaluated on the same test sets with the same metric
+# conventions as the retrained rows, once they are under `<data_root>/weights` (`irlib weights fetch NAME`, or
+# by hand where the release is on a drive). Their rows are marked `weights=released`.
+
+# %%
+S.released()

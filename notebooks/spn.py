@@ -84,3 +84,12 @@ S.gains()
 # %%
 for path in S.figures():
     display(Image(filename=str(path)))
+
+# %% [markdown]
+# ## The authors' released checkpoints
+# The baselines' own weights (`data_manifests/weights`), evaluated on the same test sets with the same metric
+# conventions as the retrained rows, once they are under `<data_root>/weights` (`irlib weights fetch NAME`, or
+# by hand where the release is on a drive). Their rows are marked `weights=released`.
+
+# %%
+S.released()

@@ -88,6 +88,33 @@ class Session:
             d = d[d.table.isin(tables)]
         return d[["table", "method", "baseline", "setting", "dataset", "metric", "gain", "gain_ci_low", "gain_ci_high"]]
 
+    def released(self, weights_root: str | Path | None = None, limit: int | None = None) -> pd.DataFrame:
+        """The authors' released checkpoints of this paper's baselines (``data_manifests/weights``): where each
+        stands in the paper, whether it is here, and — for those that are — their rows on the paper's test sets
+        (``weights=released``, measured exactly like the retrained rows; added to ``results.csv``)."""
+        from ..released import evaluate_released, released_evals
+        from ..weights import list_weights, weights_status
+
+        root = Path(weights_root) if weights_root else Path(self.data_root) / "weights"
+        lines, rows = [], []
+        for m in list_weights():
+            uses = [u for u in m.get("used_by", []) if u.get("paper") == self.plan.paper]
+            if not uses or m.get("kind") != "release checkpoint":
+                continue
+            st = weights_status(m["name"], root)
+            n = len(released_evals({**m, "used_by": uses}))
+            lines.append({"weights": m["name"], "stands for": "; ".join(f"{u['table']} {u['method']}" for u in uses),
+                          "rows": n, "state": st["state"], "how to get it": "" if st["state"] == "present" else st.get("hint", "")})
+            if st["state"] == "present" and n:
+                rows.append(evaluate_released(m["name"], data_root=self.data_root, weights_root=root, device=self.device,
+                                              out=self.out_dir / "released", limit=limit))
+        if rows:
+            extra = pd.concat(rows, ignore_index=True)
+            extra = extra[extra.paper == self.plan.paper]
+            self.rows = pd.concat([self.rows if self.rows is not None else self.gather(), extra], ignore_index=True)
+            self.rows.to_csv(self.out_dir / "results.csv", index=False)
+        return pd.DataFrame(lines)
+
     def figures(self, only: Sequence[str] | None = None) -> list[Path]:
         """Draw every planned figure (or those in ``only``) into ``<out_dir>/figures``."""
         from .drawing import FigureContext, draw
