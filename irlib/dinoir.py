@@ -477,7 +477,7 @@ def fig5_study(ctx, dataset: str, limit: int | None = None, layers: Sequence[int
 
     run = ctx.spec.deps[0]
     model = ctx.model(run)
-    pad = zoo.entry(run.net).pad
+    pad = zoo.pad(run.net, run.size)
     dino = ctx.fb.dino(tuple(layers)).to(ctx.device)
     dist: dict[str, list[float]] = {"heavy rain": [], "light rain": []}
     img_psnr: dict[str, list[float]] = {"heavy rain": [], "light rain": []}

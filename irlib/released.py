@@ -73,7 +73,7 @@ def evaluate_released(name: str, *, data_root: str | Path = "data", weights_root
             fwd = _forward(ev, model)
             per = {"PSNR": [], "SSIM": []}
             for lq, gt in pairs:
-                y = padded_forward(fwd, lq[None].to(device), zoo.entry(net).pad, gt.shape[-2:]).clamp(0, 1).float().cpu()
+                y = padded_forward(fwd, lq[None].to(device), zoo.pad(net), gt.shape[-2:]).clamp(0, 1).float().cpu()
                 r = measure(y, gt[None], channel=ev.channel, crop_border=ev.crop)
                 per["PSNR"].append(float(r["PSNR"][0]))
                 per["SSIM"].append(float(r["SSIM"][0]))

@@ -24,6 +24,7 @@ class Entry:
     note: str = ""
     stand_in: bool = False
     tiny_kw: dict[str, Any] = field(default_factory=dict)
+    tiny_pad: int | None = None   # padding multiple of the tiny size when it differs (IDT's windows shrink)
 
 
 def _cls(path: str) -> Any:
@@ -80,7 +81,7 @@ ZOO: dict[str, Entry] = {
     "DehazeFormer-S": Entry(_ctor("irlib.models.dehazeformer:DehazeFormer", "s", signed_io=True), pad=4),
     "DehazeFormer-B": Entry(_ctor("irlib.models.dehazeformer:DehazeFormer", "b", signed_io=True), pad=4),
     "NAFNet": Entry(_ctor("irlib.models.nafnet:NAFNet"), pad=16, tiny_kw=dict(width=8, enc=(1, 1, 1, 1))),
-    "IDT": Entry(_ctor("irlib.models.idt:IDT"), pad=128, min_patch=128,
+    "IDT": Entry(_ctor("irlib.models.idt:IDT"), pad=128, min_patch=128, tiny_pad=32,
                  tiny_kw=dict(img_size=32, embed_dim=4, win_size=2, num_heads=(1, 1, 2, 2, 2, 2, 2, 1, 1),
                               k_bounds=(8, 4, 2, 1), wtm=(1,) * 9)),
     # TextPromptIR and DINO-IR (Restormer-based)
@@ -105,6 +106,12 @@ def entry(name: str) -> Entry:
     if name not in ZOO:
         raise KeyError(f"unknown network {name!r}; known: {', '.join(sorted(ZOO))}")
     return ZOO[name]
+
+
+def pad(name: str, size: str = "full") -> int:
+    """The multiple network ``name`` at ``size`` needs its input padded to (evaluation pads, then crops back)."""
+    e = entry(name)
+    return e.tiny_pad if size == "tiny" and e.tiny_pad else e.pad
 
 
 def create(name: str, size: str = "full", features=None, scale: int | None = None, **kw) -> nn.Module:

@@ -78,7 +78,7 @@ def visual_pair(ctx: FigureContext, names: Sequence[str], channel: str = "rgb", 
         model = ctx.model(i)
         fwd = eval_forward(run, EvalSpec(ts), ctx.fb)
         f = (lambda x: fwd(model, {"lq": x})) if fwd else model
-        outs.append(padded_forward(f, lq[None].to(ctx.device), zoo.entry(run.net).pad, gt.shape[-2:])[0].clamp(0, 1).cpu())
+        outs.append(padded_forward(f, lq[None].to(ctx.device), zoo.pad(run.net, run.size), gt.shape[-2:])[0].clamp(0, 1).cpu())
     shown_lq = torch.nn.functional.interpolate(lq[None], size=gt.shape[-2:], mode="bicubic")[0].clamp(0, 1)
     top, left, side = crop_box(gt)
     cut = lambda x: x[:, top:top + side, left:left + side].permute(1, 2, 0).numpy()  # noqa: E731

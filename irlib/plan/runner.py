@@ -239,7 +239,7 @@ def evaluate_run(model: torch.nn.Module, spec: RunSpec, ev: EvalSpec, pairs, fb:
 
     model.eval().to(device)
     fwd = eval_forward(spec, ev, fb)
-    pad = zoo.entry(spec.net).pad
+    pad = zoo.pad(spec.net, spec.size)
     per: dict[str, list[float]] = {m: [] for m in ev.metrics if m in ("PSNR", "SSIM", "LPIPS")}
     outs, gts = [], []
     for k, (lq, gt) in enumerate(pairs):

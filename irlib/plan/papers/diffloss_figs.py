@@ -88,7 +88,7 @@ def cub_classifier(ctx, arch: str, ref: str, sched, side: int, seed: int):
 def _restorer_pad(run: RunSpec) -> int:
     from ...models import zoo
 
-    return zoo.entry(run.net).pad
+    return zoo.pad(run.net, run.size)
 
 
 @torch.no_grad()
