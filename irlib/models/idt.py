@@ -12,11 +12,14 @@ Parameter names follow the authors' release, so its checkpoints load with ``load
 Paper vs code: the released STM writes its result back in window-major token order and adds it to the
 raster-ordered skip path, which scrambles pixel positions. We fold the windows back to their places
 (``code_token_order=False``, default); ``code_token_order=True`` reproduces the release, which is what its
-trained checkpoints expect. Inputs must be multiples of 2**4 * window (128 by default) in each side; use
-``pad_to`` in evaluation for other sizes.
+trained checkpoints expect. Each side must be a multiple of ``IDT.multiple``: every level's windows must tile
+its feature map (128 for the release config, whose bottleneck has 8x8 windows at 1/16 scale; 64 when trained
+on 64x64 crops); use ``pad_to`` in evaluation for other sizes. ``win_size`` sets the STM window too (the release
+keeps its STM windows at 8 whatever ``win_size`` is; the two agree at the release's 8).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -195,7 +198,8 @@ class IDT(nn.Module):
         enc_n, dec_n = (tuple(wtm[:4]), tuple(wtm[5:])) if wtm else (self.ENC_WTM, self.DEC_WTM)
         mid_n = wtm[4] if wtm else 1
         self.win, self.img_size = win_size, img_size
-        dpr = torch.linspace(0, drop_path_rate, 8).tolist()   # the release: 2 per encoder layer, reversed in the decoder
+        # the release: 2 per encoder layer, reversed in the decoder (on the CPU, so the net also builds on "meta")
+        dpr = torch.linspace(0, drop_path_rate, 8, device="cpu").tolist()
         kw = dict(window=win_size, mlp_ratio=mlp_ratio, code_token_order=code_token_order)
         d = embed_dim
         self.input_proj = _Proj(in_chans, d, act=True)
@@ -211,6 +215,9 @@ class IDT(nn.Module):
             setattr(self, f"upsample_{i}", _Resample(d * 2 ** (lvl + 1) * (1 if i == 0 else 2), d * 2 ** lvl, up=True))
             setattr(self, f"decoderlayer_{i}", IDTLayer(d * 2 ** (lvl + 1), num_heads[5 + i], img_size // 2 ** lvl, dec_n[i],
                                                         k_bounds[lvl], drop_path=rdpr[2 * i:2 * i + 2], **kw))
+        levels = [(i, getattr(self, f"encoderlayer_{i}")) for i in range(4)] + [(4, self.bottle)]
+        levels += [(3 - i, getattr(self, f"decoderlayer_{i}")) for i in range(4)]
+        self.multiple = math.lcm(16, *(2 ** lvl * blk.window for lvl, layer in levels for blk in layer.blocks))
         self.apply(self._init)
 
     @staticmethod
@@ -225,7 +232,7 @@ class IDT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        m = 16 * self.win
+        m = self.multiple
         if h % m or w % m:
             raise ValueError(f"IDT needs height and width divisible by {m}, got {h}x{w}; pad the input (pad_to={m})")
         y = self.input_proj.proj(x).flatten(2).transpose(1, 2)
