@@ -174,3 +174,16 @@ def test_several_training_sources_mix_round_robin_and_resume_identically(tmp_pat
     torch.testing.assert_close(b(3)["lq"], again(3)["lq"])  # a pure function of (seed, step)
     noisy = b(1)
     assert not torch.equal(noisy["lq"], noisy["gt"])          # the clean source is degraded on the fly
+
+
+def test_weighted_sources_follow_their_shares_deterministically():
+    from irlib.plan.runner import MixedBatches
+
+    picks = MixedBatches([lambda s, k=k: {"task": [k]} for k in range(3)], weights=[46_296, 40_000, 72_135], seed=3)
+    seq = [picks(s)["task"][0] for s in range(6000)]
+    shares = np.bincount(seq, minlength=3) / len(seq)
+    np.testing.assert_allclose(shares, np.array([46_296, 40_000, 72_135]) / 158_431, atol=0.02)
+    again = MixedBatches([lambda s, k=k: {"task": [k]} for k in range(3)], weights=[46_296, 40_000, 72_135], seed=3)
+    assert [again(s)["task"][0] for s in range(200)] == seq[:200]   # resumable: a function of (seed, step)
+    with pytest.raises(ValueError, match="one non-negative weight per source"):
+        MixedBatches([lambda s: {}], weights=[1.0, 2.0])

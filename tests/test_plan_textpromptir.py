@@ -139,5 +139,8 @@ def test_rehearsal_of_table_4_end_to_end(tmp_path):
     (aio,) = {r.key(): r for r in p.runs() if r.forward == "text"}.values()
     batches = training_batches(aio, str(root), effective_schedule(aio))
     assert len(batches.sources) == 3 and len(batches.sources[0].images) == 4
-    assert [b["task"][0] for b in map(batches, range(3))][1:] == ["rain", "haze"]
-    assert {t for k in range(0, 60, 3) for t in batches(k)["task"]} == {"noise15", "noise25", "noise50"}
+    tasks = [batches(k)["task"] for k in range(120)]
+    kinds = [("noise" if t[0].startswith("noise") else t[0]) for t in tasks]
+    shares = {k: kinds.count(k) / len(kinds) for k in ("noise", "rain", "haze")}
+    assert abs(shares["haze"] - 0.46) < 0.12 and abs(shares["rain"] - 0.25) < 0.12   # the release's shares
+    assert {t for ts in tasks if ts[0].startswith("noise") for t in ts} == {"noise15", "noise25", "noise50"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from irlib.models import count_params
 from irlib.models.nafnet import LocalAvgPool2d, NAFNet, NAFNetLocal, local_statistics, tlc_forward

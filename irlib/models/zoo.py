@@ -51,12 +51,16 @@ def _restormer_tiny() -> dict:
     return dict(TINY)
 
 
-def _textpromptir(size: str, tiny_kw: dict, features=None, use_text: bool = True, **kw) -> nn.Module:
+def _textpromptir(size: str, tiny_kw: dict, features=None, use_text: bool = True, text_dim: int | None = None,
+                  **kw) -> nn.Module:
+    """``text_dim``: the guidance width of the run's text encoder (default: the FeatureBank's default encoder;
+    768 = BERT-base without one)."""
     from ..textprompt import TextPromptIR
 
-    dim = features.text_dim() if (features is not None and use_text) else 768
+    if text_dim is None:
+        text_dim = features.text_dim() if (features is not None and use_text) else 768
     arch = _restormer_tiny() if size == "tiny" else {}
-    return TextPromptIR(text_dim=dim, use_text=use_text, **arch, **kw)
+    return TextPromptIR(text_dim=text_dim, use_text=use_text, **arch, **kw)
 
 
 def _dinoir(size: str, tiny_kw: dict, features=None, use_psf: bool = True, layers: tuple[int, ...] | None = None,

@@ -131,21 +131,10 @@ class Plan:
         return out
 
     def datasets(self) -> list[str]:
-        """Data references (``manifest:split``) the plan reads."""
-        refs = set()
-        for r in self.runs():
-            refs.update(s.dataset for s in r.train)
-            for v in dict(r.select).values():
-                if isinstance(v, TestSet):
-                    refs.add(v.dataset)
-        for evs in self.evals().values():
-            refs.update(e.testset.dataset for e in evs)
-        for s in self.studies():
-            refs.update(v for v in _walk(s.kw) if isinstance(v, str) and ":" in v and not v.startswith(("irlib", "task-bert")))
-        for f in self.figures:
-            if f.testset:
-                refs.add(f.testset.dataset)
-        return sorted(r for r in refs if r != "offline")
+        """Data references (``manifest:split``) the plan reads: runs, evaluations, studies and figures."""
+        from .preflight import needed_data
+
+        return sorted(needed_data([self]))
 
     def select(self, tables: Sequence[str] | None) -> "Plan":
         """Only the rows/figures of the given tables (``"Table 1"``, ``"Fig. 4"``)."""
@@ -189,14 +178,6 @@ class Plan:
         return list(dict.fromkeys([r.key.table for r in self.rows] + [f.figure for f in self.figures]))
 
 
-def _walk(v: Any) -> Iterable[Any]:
-    if isinstance(v, (tuple, list)):
-        for x in v:
-            yield from _walk(x)
-    else:
-        yield v
-
-
 class Builder:
     """The vocabulary a paper module declares its plan with (profile-aware): runs over seeds, measured rows,
     average columns, studies and figures. In the smoke profile every data reference becomes the offline
@@ -224,13 +205,15 @@ class Builder:
     def run(self, net: str, *, train: Sequence[tuple[str, str]], schedule: Schedule, terms: Sequence[Term] = (),
             net_kw: dict | None = None, forward: str = "", label: str = "", select: dict | None = None,
             seed: int = 0, text_encoder: str | None = None) -> RunSpec:
-        """A run of ``net`` (seed ``seed``); ``train`` is ``[(data reference, task), …]`` or
-        ``(data reference, task, subset size)`` for a fixed random subset of a large set."""
+        """A run of ``net`` (seed ``seed``); ``train`` is ``[(data reference, task), …]``, optionally
+        ``(data reference, task, subset size, weight)``: a fixed random subset of a large set, and the source's
+        share of the batches when several are mixed."""
         sched = self.schedule(schedule)
         rec = (Term(sched.rec),) if not any(t.name == sched.rec for t in terms) else ()
         return RunSpec(
             paper=self.paper, net=net, terms=rec + tuple(terms),
-            train=tuple(Source(self.data(d[0]), d[1], None if self.P.offline or len(d) < 3 else d[2]) for d in train),
+            train=tuple(Source(self.data(d[0]), d[1], None if self.P.offline or len(d) < 3 else d[2],
+                               d[3] if len(d) > 3 else None) for d in train),
             schedule=sched, seed=self.base_seed + seed, net_kw=freeze(net_kw), size=self.P.size, weights=self.P.weights,
             forward=forward, text_encoder=(self.P.text_encoder if text_encoder is None else text_encoder) if forward == "text" else "",
             select=freeze(select), limits=self.P.limits, label=label or net)

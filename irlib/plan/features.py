@@ -27,8 +27,20 @@ class FeatureBank:
     def pretrained(self) -> bool:
         return self.weights == "pretrained"
 
+    @classmethod
+    def for_run(cls, spec, device: str = "cpu", context: dict | None = None) -> "FeatureBank":
+        """The feature networks a run (or study) ``spec`` trains and is evaluated with: its weights and size,
+        the local weight files and store of its job ``context``, and — in the rehearsal — a 2-step fine-tune of
+        the task-specific BERT (``limits.steps``) instead of the full one."""
+        ctx = context or {}
+        limits = getattr(spec, "limits", None)
+        return cls(spec.weights, spec.size, device, files=dict(ctx.get("files") or {}),
+                   cache=str(Path(ctx["store"]) / "_text") if ctx.get("store") else "",
+                   tune_steps=limits.steps if limits else 2000 if spec.size == "full" else 20)
+
     def _get(self, key: tuple, make) -> Any:
-        full = (self.weights, self.size, self.device, tuple(sorted(self.files.items()))) + key
+        full = (self.weights, self.size, self.device, tuple(sorted(self.files.items())), self.cache,
+                self.tune_steps) + key
         if full not in _CACHE:
             _CACHE[full] = make()
         return _CACHE[full]

@@ -129,8 +129,10 @@ class Session:
             if not ready:
                 print(f"[{spec.figure}] skipped: its runs are not finished (see irlib status)")
                 continue
-            fb = FeatureBank(self.plan.profile.weights, self.plan.profile.size, self.device, files=self.files,
-                             cache=str(self.store.root / "_text"))
+            first = (spec.runs or [r for st in spec.studies for r in st.deps] or [None])[0]
+            ctx_job = self.store.job(first.key()).get("context") if first is not None else {
+                "files": self.files, "store": str(self.store.root)}
+            fb = FeatureBank.for_run(first or self.plan.runs()[0], self.device, ctx_job)
             ctx = FigureContext(spec, self.store, rows[rows.paper == self.plan.paper], self.out_dir, self.data_root,
                                 self.device, fb, self.plan.profile.name)
             out += draw(spec, ctx)

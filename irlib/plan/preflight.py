@@ -74,6 +74,24 @@ def _run_refs(r: RunSpec) -> set[str]:
     return refs
 
 
+def refs_in(kw) -> set[str]:
+    """Data references (``manifest:split`` of an existing manifest) among a figure's or study's arguments."""
+    from ..data.splits import all_splits
+
+    known = {sp.ref for sp in all_splits()}
+    out: set[str] = set()
+    stack = [kw]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (tuple, list)):
+            stack.extend(v)
+        elif isinstance(v, str) and v in known:
+            out.add(v)
+        elif isinstance(getattr(v, "dataset", None), str) and v.dataset in known:   # a TestSet or Source
+            out.add(v.dataset)
+    return out
+
+
 def _measure_refs(m: Measure) -> set[str]:
     return {m.eval.testset.dataset}.union(*(_run_refs(r) for r in m.runs + m.baseline))
 
@@ -89,14 +107,15 @@ def needed_data(plans: Sequence[Plan]) -> dict[str, set[str]]:
             if isinstance(src, (Measure, Average)):
                 refs = set().union(set(), *(_measure_refs(m) for m in row_measures(row)))
             elif isinstance(src, Study):
-                refs = set().union(*(_run_refs(r) for r in src.study.deps)) | {
-                    v for v in dict(src.study.kw).values() if isinstance(v, str) and v.count(":") == 1 and "/" not in v}
+                refs = set().union(set(), *(_run_refs(r) for r in src.study.deps)) | refs_in(src.study.kw)
             else:
                 refs = set()
             for ref in refs - {"offline"}:
                 out.setdefault(ref, set()).add(f"{p.paper} {row.key.table}")
         for f in p.figures:
-            refs = ({f.testset.dataset} if f.testset else set()).union(*(_run_refs(r) for r in f.runs))
+            refs = ({f.testset.dataset} if f.testset else set()).union(*(_run_refs(r) for r in f.runs)) | refs_in(f.kw)
+            for st in f.studies:
+                refs |= refs_in(st.kw).union(*(_run_refs(r) for r in st.deps))
             for ref in refs - {"offline"}:
                 out.setdefault(ref, set()).add(f"{p.paper} {f.figure}")
     return out

@@ -33,16 +33,29 @@ def effective_schedule(spec: RunSpec) -> Schedule:
 
 # ------------------------------------------------------------------------------------------ data
 class MixedBatches:
-    """Round-robin over several batch sources (multi-task training from different datasets)."""
+    """Batches from several sources: in turn, or — with ``weights`` — each step's source drawn with those
+    shares, as a pure function of (seed, step) so a resumed run sees the same sequence."""
 
-    def __init__(self, sources: Sequence[Callable[[int], dict]]):
+    def __init__(self, sources: Sequence[Callable[[int], dict]], weights: Sequence[float] | None = None, seed: int = 0):
         self.sources = list(sources)
+        if weights is not None:
+            w = torch.tensor([float(x) for x in weights])
+            if len(w) != len(self.sources) or (w < 0).any() or w.sum() <= 0:
+                raise ValueError(f"need one non-negative weight per source, got {list(weights)}")
+            weights = (w.cumsum(0) / w.sum()).tolist()
+        self.cum, self.seed = weights, seed
 
     def __call__(self, step: int) -> dict:
-        return self.sources[step % len(self.sources)](step // len(self.sources))
+        if self.cum is None:
+            return self.sources[step % len(self.sources)](step // len(self.sources))
+        from ..data.datasets import _step_generator
+
+        u = float(torch.rand((), generator=_step_generator(self.seed, step, 7919)))
+        i = next(k for k, c in enumerate(self.cum) if u < c or k == len(self.cum) - 1)
+        return self.sources[i](step)
 
     def __setattr__(self, name, value):  # seed/rank reach every source
-        if name in ("seed", "rank"):
+        if name in ("seed", "rank") and "sources" in self.__dict__:
             for s in self.sources:
                 setattr(s, name, value)
         super().__setattr__(name, value)
@@ -57,15 +70,22 @@ def training_batches(spec: RunSpec, data_root: str, sched: Schedule) -> Callable
     sources mixed round-robin. Batches are pure functions of (seed, step), so a resumed run sees the same data.
     A clean-image source's task may list alternatives (``noise15|noise25|noise50``: each sample draws one), and
     consecutive clean-image sources with the same task are pooled into one image set (a combined dataset)."""
-    sources = []
+    sources, weights = [], []
     for src in spec.train:
         s = _one_source(src, data_root, sched, spec.seed)
         prev = sources[-1] if sources else None
         if isinstance(s, PatchBatches) and isinstance(prev, PatchBatches) and tuple(prev.tasks) == tuple(s.tasks):
-            prev.images = list(prev.images) + list(s.images)   # consecutive clean sources of one task: one pooled
-            continue                                           # set (e.g. BSD400 + WED, sampled uniformly)
+            prev.images = _Pooled([prev.images, s.images])   # consecutive clean sources of one task: one pooled
+            if src.weight is not None:                       # set (e.g. BSD400 + WED, sampled uniformly)
+                weights[-1] = (weights[-1] or 0.0) + src.weight
+            continue
         sources.append(s)
-    return sources[0] if len(sources) == 1 else MixedBatches(sources)
+        weights.append(src.weight)
+    if len(sources) == 1:
+        return sources[0]
+    if any(w is None for w in weights) and any(w is not None for w in weights):
+        raise ValueError(f"{spec.label or spec.net}: give every mixed training source a weight, or none")
+    return MixedBatches(sources, None if weights[0] is None else weights, seed=spec.seed)
 
 
 EAGER_LIMIT = 2000   # training sets up to this many images are decoded once into memory (uint8); larger ones lazily
@@ -92,6 +112,23 @@ def _one_source(src: Source, data_root: str, sched: Schedule, seed: int):
     if sp.paired:
         return PairedPatches(data, sched.patch, sched.batch, task=src.task, seed=seed, scale=sp.scale)
     return PatchBatches(_GtOnly(data), sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed)
+
+
+class _Pooled:
+    """Several image sequences as one (indices run through them in order), without loading them."""
+
+    def __init__(self, parts):
+        self.parts = [p for q in parts for p in (q.parts if isinstance(q, _Pooled) else [q])]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, i: int):
+        for p in self.parts:
+            if i < len(p):
+                return p[i]
+            i -= len(p)
+        raise IndexError(i)
 
 
 class _GtOnly:
@@ -130,24 +167,10 @@ def apply_task(x: torch.Tensor, task: str, seed: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ networks
-class _RunEncoder:
-    """A FeatureBank as the zoo sees it for one TextPromptIR run: the zoo sizes the guidance input by
-    ``features.text_dim()``, which must be the width of the run's encoder, not of the default one."""
-
-    def __init__(self, fb: FeatureBank, name: str):
-        self._fb, self._name = fb, name
-
-    def text_dim(self, name: str | None = None) -> int:
-        return self._fb.text_dim(self._name if name is None else name)
-
-    def __getattr__(self, k: str):
-        return getattr(self._fb, k)
-
-
 def build_model(spec: RunSpec, fb: FeatureBank) -> torch.nn.Module:
     kw = dict(spec.net_kw)
     if spec.net == "TextPromptIR" and kw.get("use_text", True):
-        fb = _RunEncoder(fb, spec.text_encoder)   # type: ignore[assignment]
+        kw["text_dim"] = fb.text_dim(spec.text_encoder)
     return zoo.create(spec.net, size=spec.size, features=fb, **kw)
 
 

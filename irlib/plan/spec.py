@@ -75,11 +75,13 @@ class Source:
     """One training source: ``dataset`` is a data reference (``manifest:split``, or ``offline`` for the
     offline photos) and ``task`` the degradation applied to clean images (``noise25``, ``srx4``, ``rain``…) or,
     for real pairs, the label the batch carries (TextPromptIR picks its instruction from it). ``subset`` keeps
-    a fixed, seeded random subset of that many images (a paper's unpublished subset, e.g. "4,000 OTS images")."""
+    a fixed, seeded random subset of that many images (a paper's unpublished subset, e.g. "4,000 OTS images");
+    ``weight`` is the source's share of the batches when several are mixed (``None``: equal turns)."""
 
     dataset: str
     task: str
     subset: int | None = None
+    weight: float | None = None
 
 
 @dataclass(frozen=True)

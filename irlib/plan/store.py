@@ -203,7 +203,7 @@ class RunStore:
 
         if not self.done(spec.key()):
             raise RuntimeError(f"run {spec.key()} ({spec.label or spec.net}) is not finished; run it first")
-        fb = fb or FeatureBank(spec.weights, spec.size, device)
+        fb = fb or FeatureBank.for_run(spec, device, self.job(spec.key()).get("context"))
         model = build_model(spec, fb)
         sd = torch.load(self.dir(spec.key()) / "final.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(sd["model"])
@@ -239,10 +239,7 @@ def run_job(store_root: str | Path, key: str, device: str = "cpu") -> None:
 def _feature_bank(spec, device: str, job: dict):
     from .features import FeatureBank
 
-    ctx = job.get("context") or {}
-    return FeatureBank(spec.weights, spec.size, device, files=dict(ctx.get("files") or {}),
-                       cache=str(Path(ctx.get("store", "")) / "_text") if ctx.get("store") else "",
-                       tune_steps=spec.limits.steps if spec.limits else 2000 if spec.size == "full" else 20)
+    return FeatureBank.for_run(spec, device, job.get("context"))
 
 
 def _train_and_evaluate(store: RunStore, key: str, job: dict, device: str) -> None:
@@ -260,7 +257,7 @@ def _train_and_evaluate(store: RunStore, key: str, job: dict, device: str) -> No
         for dep in spec.deps():
             if not store.done(dep.key()):
                 raise DependencyNotReady(f"run {key} needs run {dep.key()} ({dep.label or dep.net}) to finish first")
-        model = _train(store, key, spec, fb, data_root, device)
+        model = _train(store, key, spec, fb, data_root, device, job.get("label") or spec.net)
     for ev in job["eval_objs"]:
         if store.eval_result(key, ev) is not None:
             continue
@@ -279,7 +276,7 @@ def _train_and_evaluate(store: RunStore, key: str, job: dict, device: str) -> No
             torch.cuda.empty_cache()
 
 
-def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device: str):
+def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device: str, label: str = ""):
     import pandas as pd
     import torch
 
@@ -292,7 +289,7 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     model = build_model(spec, fb)
     terms = build_terms(spec, model, fb, load_run=lambda r: store.load_model(r, fb, device))
     batches = training_batches(spec, data_root, sched)
-    progress = ProgressWriter(d / "progress.json", key, spec.label or spec.net, sched.steps)
+    progress = ProgressWriter(d / "progress.json", key, label or spec.label or spec.net, sched.steps)
     select = dict(spec.select)
     best = {"value": -float("inf"), "step": None}
     if select:
@@ -328,7 +325,7 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
         best["step"] = sd["step"]
     atomic_save({"model": final.state_dict(), "step": tr.step}, d / "final.pt")
     collapse_step = next((r["step"] for r in tr.log if r.get("collapsed")), None)
-    record = {"key": key, "label": spec.label, "steps": tr.step, "collapsed": tr.collapsed,
+    record = {"key": key, "label": label or spec.label, "steps": tr.step, "collapsed": tr.collapsed,
               "collapse_step": collapse_step, "best_step": best["step"], "seconds_this_session": round(time.time() - t0, 1),
               "finished": _dt.datetime.now().isoformat(timespec="seconds"), "code": code_version(),
               "env": environment(device)}

@@ -22,10 +22,9 @@ OTS and test on SOTS outdoor, as the tables do. The release trains on 72,135 OTS
 hazy_outside.txt); that list is not declared as data, so we take a fixed seeded OTS subset of the same size.
 Test sets: CBSD68 and Urban100 with seeded Gaussian noise, Rain100L test (100 pairs), SOTS outdoor (500 pairs).
 Sampling: BSD400 and WED form one pooled clean set, each sample drawing its noise level from {15, 25, 50}
-(the release's list holds every BSD400+WED image equally often at each level); the pooled noise source, Rain100L and OTS
-take turns batch by batch, a third each. The release draws from one shuffled list (per epoch 46,296 noise,
-40,000 Rain100L and 72,135 OTS samples: 29% / 25% / 46%); weighting the sources needs a field of the run spec
-that does not exist yet.
+(the release's list holds every BSD400+WED image equally often at each level). The release draws from one
+shuffled list (per epoch 46,296 noise, 40,000 Rain100L and 72,135 OTS samples: 29% / 25% / 46%); each step's
+batch comes from one source drawn with those shares (:data:`SHARE`; a mix of fewer tasks renormalises them).
 
 Metrics (Sec. 4.1.3 names PSNR and SSIM, not the channel). The release (MoTong-AI-studio/TextPromptIR
 ``utils/val_utils.py``, which is PromptIR's) computes both on RGB for every task, deraining included, with
@@ -50,10 +49,11 @@ FIGS = "irlib.plan.papers.textpromptir_figs"
 NOISE = ("noise15", "noise25", "noise50")
 SIGMA = {t: f"sigma={t[5:]}" for t in NOISE}
 NOISE_ANY = "|".join(NOISE)   # each sample draws one level; consecutive clean sources are pooled (BSD400 + WED)
+SHARE = {"Noise": 46_296, "Rain": 40_000, "Haze": 72_135}   # samples per epoch of the release's training list
 TRAIN = {
-    "Noise": [("bsd400:train", NOISE_ANY), ("wed:train", NOISE_ANY)],
-    "Rain": [("rain100l:train", "rain")],
-    "Haze": [("reside_ots:train", "haze", 72_135)],   # OTS: a seeded subset the size of the release's list
+    "Noise": [("bsd400:train", NOISE_ANY, None, SHARE["Noise"]), ("wed:train", NOISE_ANY)],   # pooled, one share
+    "Rain": [("rain100l:train", "rain", None, SHARE["Rain"])],
+    "Haze": [("reside_ots:train", "haze", 72_135, SHARE["Haze"])],   # OTS: a seeded subset the size of the release's list
 }
 MIXES = ("Noise", "Rain", "Haze", "Noise+Rain", "Noise+Haze", "Rain+Haze", "Noise+Rain+Haze")
 

@@ -24,9 +24,9 @@ SET_MARKERS = "os^DvP*X"
 def _bank(ctx, run: RunSpec):
     """The feature networks ``run`` was trained with: its job's context in the store (local weight files, the text
     encoder cache and the fine-tuning length of the task-specific BERT)."""
-    from ..store import _feature_bank
+    from ..features import FeatureBank
 
-    return _feature_bank(run, ctx.device, ctx.store.job(run.key()))
+    return FeatureBank.for_run(run, ctx.device, ctx.store.job(run.key()).get("context"))
 
 
 def _load(ctx, run: RunSpec):
