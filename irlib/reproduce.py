@@ -367,7 +367,9 @@ def write_outputs(out_root: Path, status: pd.DataFrame, profile: str) -> Path:
     rows = gather(out_root)
     status.to_csv(out_root / "status.csv", index=False)
     if not rows.empty:
-        rows["setting"] = rows["setting"].fillna("").astype(str)
+        for col in ("paper", "table", "method", "setting", "dataset", "metric"):  # the row key: '' stays ''
+            if col in rows:
+                rows[col] = rows[col].fillna("").astype(str)
         rows.to_csv(out_root / "results.csv", index=False)
         rows.to_parquet(out_root / "results.parquet", index=False)
     return write_report(out_root, status, profile, rows=rows if not rows.empty else None)

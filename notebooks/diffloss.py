@@ -47,24 +47,20 @@ status.state.value_counts()
 # Rows the paper copies from other work (AOD-Net, FFA-Net, …) show the paper's number alone.
 
 # %%
-for frame in S.table("Table 1"):
-    display(frame)
+S.show("Table 1")
 
 # %% [markdown]
 # ## Table 2 — top-1 of CUB-trained VGG16 / ResNet50 on degraded CUB restored by TaylorFormer, EfDeRain, IAT
 # The degradations are irlib's seeded haze, rain and low light (the paper's parameters from [26] are not given).
 
 # %%
-for frame in S.table("Table 2"):
-    display(frame)
+S.show("Table 2")
 
 # %% [markdown]
 # ## Tables 3–4 — loss functions with MSBDN, and the ablated targets with GridDehazeNet (Dense-Haze)
 
 # %%
-for t in ("Table 3", "Table 4"):
-    for frame in S.table(t):
-        display(frame)
+S.show("Table 3", "Table 4")
 
 # %% [markdown]
 # ## Gains over the baselines, with paired-bootstrap 95% intervals over test images

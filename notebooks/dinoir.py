@@ -28,7 +28,6 @@ dinov2_weights = ""   # local timm DINOv2 ViT-S/14 file (instead of downloading 
 from IPython.display import Image, display
 
 from irlib.plan.notebook import session
-from irlib.plan.papers.dinoir import study_rows
 
 S = session("dinoir", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"dinov2": dinov2_weights} if dinov2_weights else None,
@@ -51,31 +50,25 @@ status.state.value_counts()
 # Table 3's Baseline; Avg is the mean of the 7 task columns.
 
 # %%
-for frame in S.table("Table 1"):
-    display(frame)
+S.show("Table 1")
 
 # %% [markdown]
 # ## Table 2 — single-task denoising (BSD400 + WED, one model for σ = 15, 25, 50)
 
 # %%
-for frame in S.table("Table 2"):
-    display(frame)
+S.show("Table 2")
 
 # %% [markdown]
 # ## Tables 3 and 4 — PSF and DPC ablation; unseen data (Rain100L, σ = 100) for the Table 1 model
 
 # %%
-for t in ("Table 3", "Table 4"):
-    for frame in S.table(t):
-        display(frame)
+S.show("Table 3", "Table 4")
 
 # %% [markdown]
 # ## Tables 5 and 6 — which DINOv2 block (V0 = plain Restormer, Rain100L); deblurring as tasks are added
 
 # %%
-for t in ("Table 5", "Table 6"):
-    for frame in S.table(t):
-        display(frame)
+S.show("Table 5", "Table 6")
 
 # %% [markdown]
 # ## DINOv2 analyses — Fig. 3b variances, PSF gating scores, and the rows the paper has no number for
@@ -85,13 +78,7 @@ for t in ("Table 5", "Table 6"):
 # image after the trained multi-task Restormer) sit closer to the clean image's than the heavy-rain image's do.
 
 # %%
-for t in ("Fig. 3b", "Text"):
-    for frame in S.table(t):
-        display(frame)
-for name in ("Fig. 5", "Fig. 3a"):
-    extra = study_rows(S, name) if any(s.name == name for s in S.plan.studies()) else None
-    if extra is not None:
-        display(extra)
+S.show("Fig. 3b", "Text", "Fig. 5", "Fig. 3a")
 
 # %% [markdown]
 # ## Gains over the paired baseline, with paired-bootstrap 95% intervals over test images

@@ -44,33 +44,27 @@ status.state.value_counts()
 # ## Table 1 — super-resolution (PSNR/SSIM on Y, scale cropped)
 
 # %%
-for frame in S.table("Table 1"):
-    display(frame)
+S.show("Table 1")
 
 # %% [markdown]
 # ## Table 2 — deraining with IDT, retrained on each dataset
 
 # %%
-for frame in S.table("Table 2"):
-    display(frame)
+S.show("Table 2")
 
 # %% [markdown]
 # ## Tables 3–5 — dehazing (ITS → SOTS-indoor, RESIDE-6K → SOTS-mix), deblurring (GoPro, NAFNet with TLC),
 # and SPN against the sample-contrastive CR and PCL
 
 # %%
-for t in ("Table 3", "Table 4", "Table 5"):
-    for frame in S.table(t):
-        display(frame)
+S.show("Table 3", "Table 4", "Table 5")
 
 # %% [markdown]
 # ## Tables 6–9 — negative model, negative step s, balance λ, EMA weight w
 # A collapsed run (the paper's "-") shows as "collapsed" with the step where the loss became non-finite.
 
 # %%
-for t in ("Table 6", "Table 7", "Table 8", "Table 9"):
-    for frame in S.table(t):
-        display(frame)
+S.show("Table 6", "Table 7", "Table 8", "Table 9")
 
 # %% [markdown]
 # ## Gains over the original training, with paired-bootstrap 95% intervals over test images

@@ -57,8 +57,7 @@ status.state.value_counts()
 # (the paper's text swaps SOTS and OTS; its tables test on SOTS). Avg = mean of the five columns.
 
 # %%
-for frame in S.table("Table 1"):
-    display(frame)
+S.show("Table 1")
 
 # %% [markdown]
 # ## Table 2 — single-task: one model per degradation
@@ -66,8 +65,7 @@ for frame in S.table("Table 1"):
 # the denoiser is trained on all three noise levels and tested on Urban100.
 
 # %%
-for frame in S.table("Table 2"):
-    display(frame)
+S.show("Table 2")
 
 # %% [markdown]
 # ## Tables 3–4 — training mixes, and the semantic guidance (SGI) ablation
@@ -75,9 +73,7 @@ for frame in S.table("Table 2"):
 # all-in-one network with plain Restormer blocks and no instruction, against TextPromptIR.
 
 # %%
-for t in ("Table 3", "Table 4"):
-    for frame in S.table(t):
-        display(frame)
+S.show("Table 3", "Table 4")
 
 # %% [markdown]
 # ## Gain of semantic guidance, with paired-bootstrap 95% intervals over test images

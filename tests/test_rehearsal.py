@@ -41,4 +41,4 @@ def test_rehearsal_emits_exactly_the_planned_full_rows(tmp_path):
     drawn = {(m["paper"], m["figure"]) for f in (out / "rehearse").glob("*/figures/*.json") for m in [json.loads(f.read_text())]}
     assert figures <= drawn, sorted(figures - drawn)
     report = (out / "rehearse" / "report.md").read_text()
-    assert "REHEARSAL" in report.upper()
+    assert "REHEARSE PROFILE" in report.upper()

@@ -129,8 +129,8 @@ def test_submit_checks_its_arguments(dirs: tuple[Path, Path]) -> None:
         slurm.submit(store / "nope", ["a"], folder=folder, cluster="local", job_fn=write_output)
     # the default job (the run store's run_job) needs each run's spec before anything is queued
     (store / "a").mkdir()
-    (store / "a" / "spec.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match=r"no spec.json .* for runs \['b'\]"):
+    (store / "a" / "job.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"no job.json .* for runs \['b'\]"):
         slurm.submit(store, ["a", "b"], folder=folder, cluster="local")
     assert slurm.status(folder).empty  # nothing was recorded
     assert slurm.default_folder(store) == store.resolve().parent / "slurm"

@@ -174,19 +174,20 @@ class LocalExecutor:
         total = len(queue)
         counter = {"n": 0}
 
-        def next_key() -> str | None:
+        def next_key() -> tuple[str, int] | None:
             with self._lock:
                 if self._stop.is_set() or not queue:
                     return None
                 counter["n"] += 1
-                return queue.pop(0)
+                return queue.pop(0), counter["n"]
 
         def slot_loop(slot: int) -> None:
             proc = None
-            while (key := next_key()) is not None:
+            while (item := next_key()) is not None:
+                key, index = item
                 if proc is None or proc.poll() is not None:
                     proc = self._spawn(slot)
-                self.on_event("start", key, f"run {counter['n']} of {total} (slot {slot})")
+                self.on_event("start", key, f"run {index} of {total} (slot {slot})")
                 try:
                     proc.stdin.write(key + "\n")
                     proc.stdin.flush()

@@ -80,6 +80,16 @@ class Session:
             print(f"[{n}] {text}")
         return frames
 
+    def show(self, *tables: str) -> None:
+        """Display tables in the paper's layout (in a notebook; printed elsewhere)."""
+        try:
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython comes with jupyterlab
+            display = print
+        for t in tables:
+            for frame in self.table(t):
+                display(frame)
+
     def gains(self, tables: Sequence[str] | None = None) -> pd.DataFrame:
         """Variant-vs-baseline gains with their paired-bootstrap 95% intervals (differences, not values)."""
         r = self.rows if self.rows is not None else self.gather()

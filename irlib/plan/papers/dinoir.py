@@ -195,12 +195,3 @@ def build(P: Profile, seed: int = 0, *, per_sigma: bool = False, dpc: str = "sha
     B.cite("Table 4", ("AIRNet", "PromptIR"),
            "other methods evaluated by the DINO-IR authors; irlib reproduces the DINO-IR row")
     return B.plan
-
-
-def study_rows(session, name: str):
-    """The rows a study returned, including those the reference has no key for (Fig. 5's distances, Fig. 3a's
-    similarities), as a DataFrame — or None while the study is not finished."""
-    spec = next((s for s in session.plan.studies() if s.name == name), None)
-    if spec is None:
-        raise KeyError(f"no study {name!r} in this plan; studies: {', '.join(s.name for s in session.plan.studies())}")
-    return session.store.study_result(spec.key())
