@@ -282,6 +282,8 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    # explicitly: a shell starts background jobs with SIGINT ignored, and `kill -INT` should still stop this
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupted = False
     monitor.start()
     try:

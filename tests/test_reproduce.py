@@ -83,13 +83,17 @@ def test_unwritable_out_is_a_clear_error_even_as_root(nbdir, tmp_path):
         writable(blocker / "sub")
 
 
-def test_sigint_stops_the_running_notebook_at_once_and_writes_status(nbdir, tmp_path):
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_sigint_stops_the_running_notebook_at_once_and_writes_status(nbdir, tmp_path, inherited):
+    """Also when started with SIGINT ignored, as a non-interactive shell starts background jobs: `kill -INT` must
+    still stop it (it did not, before reproduce installed its own handler)."""
     _nb(nbdir / "a_slow.ipynb", "import time\nopen(out_dir + '/started', 'w').write('1') if __import__('os').makedirs(out_dir, exist_ok=True) is None else 0\ntime.sleep(300)")
     _nb(nbdir / "b_queued.ipynb", WRITE_ROW.format(note="'ran'"))
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-m", "irlib.cli", "reproduce", "--out", str(out)], cwd=REPO,
                          env={**os.environ, "IRLIB_NOTEBOOKS": str(nbdir)}, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if inherited == "ignored" else None)
     started = out / "smoke" / "a_slow" / "started"
     deadline = time.time() + 120
     while not started.exists() and time.time() < deadline:
