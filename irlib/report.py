@@ -461,8 +461,15 @@ def _md_status(status: pd.DataFrame, out_root: Path) -> str:
     return _md_table([_md(c) for c in status.columns], body)
 
 
-def _md_view(v: TableView) -> list[str]:
-    out = [f"### {_md(v.table)}", ""]
+def _table_mark(profile: str, banner: str) -> str:
+    """The line every table of a smoke or rehearse report carries (the banner's short form)."""
+    from .figures import PIPELINE_MARK
+
+    return f"{profile} profile, {PIPELINE_MARK}: not comparable with the paper" if banner else ""
+
+
+def _md_view(v: TableView, mark: str = "") -> list[str]:
+    out = [f"### {_md(v.table)}", ""] + ([f"*{_md(mark)}*", ""] if mark else [])
     if v.condition:
         out += [f"Setting of every row: {_md(v.condition)}", ""]
     for b in v.blocks:
@@ -502,7 +509,7 @@ def _markdown(profile: str, banner: str, status: pd.DataFrame, papers: list[_Pap
                      if (path := _notebook_path(out_root, n))]
             md += ["Executed notebooks: " + (", ".join(links) if links else "none found"), ""]
         for v in p.tables:
-            md += _md_view(v)
+            md += _md_view(v, _table_mark(profile, banner))
         if p.not_run:
             md += [f"Paper tables with no rows in this run: {_md(', '.join(p.not_run))}.", ""]
         if p.figures:
@@ -551,8 +558,8 @@ def _html_table(header: list[str], body: list[list[str]], cls: str, caption: str
             f"<tbody>{rows}</tbody></table></div>")
 
 
-def _html_view(v: TableView, anchor: str) -> list[str]:
-    out = [f"<h3 id='{_e(anchor)}'>{_e(v.table)}</h3>"]
+def _html_view(v: TableView, anchor: str, mark: str = "") -> list[str]:
+    out = [f"<h3 id='{_e(anchor)}'>{_e(v.table)}</h3>"] + ([f"<p class='mark'>{_e(mark)}</p>"] if mark else [])
     if v.condition:
         out.append(f"<p>Setting of every row: {_e(v.condition)}</p>")
     for b in v.blocks:
@@ -566,7 +573,7 @@ def _html_view(v: TableView, anchor: str) -> list[str]:
             body += "".join(f"<td class='rep'>{_e(c.text)}</td>" if c.reproduced else f"<td>{_e(c.text)}</td>"
                             for c in line) + "</tr>"
         out.append(f"<div class='scroll'><table class='pivot'><caption>{_e(v.table)}: reproduced / paper (Δ)"
-                   f"</caption><thead><tr>{top}</tr><tr>{sub}</tr></thead><tbody>{body}</tbody></table></div>")
+                   f"{' — ' + _e(mark) if mark else ''}</caption><thead><tr>{top}</tr><tr>{sub}</tr></thead><tbody>{body}</tbody></table></div>")
     if v.measured:
         out.append(f"<p>Reproduced cells: {_e(v.measured)}.</p>")
     if not v.gains.empty:
@@ -618,7 +625,7 @@ def _html(profile: str, banner: str, status: pd.DataFrame, papers: list[_Paper],
                      if (path := _notebook_path(out_root, n))]
             page.append("<p>Executed notebooks: " + (", ".join(links) if links else "none found") + "</p>")
         for v in p.tables:
-            page += _html_view(v, f"{p.key}-{re.sub(r'[^A-Za-z0-9]+', '-', v.table)}")
+            page += _html_view(v, f"{p.key}-{re.sub(r'[^A-Za-z0-9]+', '-', v.table)}", _table_mark(profile, banner))
         if p.not_run:
             page.append(f"<p>Paper tables with no rows in this run: {_e(', '.join(p.not_run))}.</p>")
         if p.figures:

@@ -303,7 +303,9 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
                 plan.execute(kept, store_root, executor="slurm", device=device, data_root=data_root,
                              slurm=slurm, on_event=lambda k, key, m: echo(f"  [{k}] {key} {m}"))
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if jobs > 1 else 0
-        nb_jobs = jobs if executor == "inline" else 1
+        # after a local executor the machine is free again: the notebooks (gathering, studies' figures) share it
+        # too; after Slurm they run on the submitting (login) node, one at a time
+        nb_jobs = 1 if executor == "slurm" else jobs
         pool = ThreadPoolExecutor(max_workers=max(1, nb_jobs))
         try:
             futs = {}

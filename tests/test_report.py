@@ -183,6 +183,9 @@ def test_banner_links_figures_and_status(md, out_root) -> None:
     assert md.index("## SPN") < md.index("spn/figures/spn_fig4.png") < md.index("## TextPromptIR")
     assert "![Reproduced vs paper PSNR](report_psnr.png)" in md and (out_root / "report_psnr.png").is_file()
     assert "Paper tables with no rows in this run: Table 2, Table 3" in md
+    lines = md.splitlines()
+    headings = [i for i, line in enumerate(lines) if line.startswith("### Table")]
+    assert headings and all(lines[i + 2].startswith("*rehearse profile, random weights") for i in headings)
 
 
 def test_banner_choice(tmp_path) -> None:
@@ -190,6 +193,7 @@ def test_banner_choice(tmp_path) -> None:
     write_report(tmp_path, pd.DataFrame(), "full", rows=rows)
     text = (tmp_path / "report.md").read_text()
     assert SMOKE_BANNER not in text and REHEARSE_BANNER not in text and RANDOM_WEIGHTS_BANNER not in text
+    assert "pipeline check" not in text  # no per-table mark either
     write_report(tmp_path, pd.DataFrame(), "full", rows=rows.assign(weights="random"))
     assert RANDOM_WEIGHTS_BANNER in (tmp_path / "report.md").read_text()
     write_report(tmp_path, pd.DataFrame(), "smoke", rows=rows)
