@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy = dsub.add_parser("synth", help="write tiny synthetic images into every manifest's declared layout")
     sy.add_argument("--root", required=True, help="where to write (e.g. /tmp/irlib-synth)")
     sy.add_argument("--n", type=int, default=3, help="images per split")
-    sy.add_argument("--side", type=int, default=128, help="image side in pixels")
+    sy.add_argument("--side", type=int, default=128, help="image side in pixels of the splits some run trains on")
+    sy.add_argument("--test-side", type=int, default=96,
+                    help="image side of the splits that are only evaluated on (0: --side for every split)")
 
     w = sub.add_parser("weights", help="released checkpoints and pretrained feature networks")
     wsub = w.add_subparsers(dest="wcmd", required=True)
@@ -329,7 +331,12 @@ def _cmd_data(a) -> int:
     if a.dcmd == "synth":
         from .data.splits import synth
 
-        written = synth(a.root, n=a.n, side=a.side)
+        train_refs = None
+        if a.test_side:
+            from . import plan
+
+            train_refs = {src.dataset for p in plan.PAPERS for r in plan.build(p, "full").runs() for src in r.train}
+        written = synth(a.root, n=a.n, side=a.side, test_side=a.test_side or None, train_refs=train_refs)
         print(f"wrote {len(written)} datasets under {a.root}")
         return 0
     m = load_manifest(a.name)

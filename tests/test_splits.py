@@ -85,6 +85,17 @@ def test_synth_writes_every_declared_layout(tmp_path):
     assert len(items) == 4 and {i.label for i in items} == {0, 1} and sum(not i.train for i in items) == 2
 
 
+def test_synth_keeps_training_splits_at_full_side_and_shrinks_the_rest(tmp_path):
+    synth(tmp_path, n=1, side=64, only=["div2k", "sr_benchmark", "rain100l"], test_side=48,
+          train_refs={"div2k:train-x4", "rain100l:train"})
+    assert load_split(tmp_path, "rain100l:train", dtype=torch.uint8)[0][1].shape == (3, 64, 64)
+    assert load_split(tmp_path, "rain100l:test", dtype=torch.uint8)[0][1].shape == (3, 48, 48)
+    lq, gt = load_split(tmp_path, "div2k:train-x4", dtype=torch.uint8)[0]
+    assert gt.shape == (3, 64, 64) and lq.shape == (3, 16, 16)
+    lq, gt = load_split(tmp_path, "sr_benchmark:Set14-x4", dtype=torch.uint8)[0]
+    assert gt.shape == (3, 48, 48) and lq.shape == (3, 12, 12)
+
+
 def test_big_training_sets_are_read_lazily_and_subsets_are_fixed(tmp_path, monkeypatch):
     from irlib.plan import runner
     from irlib.plan.spec import Source

@@ -241,9 +241,13 @@ def _synth_image(k: int, side: int, rng: np.random.Generator) -> np.ndarray:
     return (img.clip(0, 1) * 255).astype(np.uint8)
 
 
-def synth(root: str | Path, n: int = 3, side: int = 128, only: list[str] | None = None) -> list[Path]:
+def synth(root: str | Path, n: int = 3, side: int = 128, only: list[str] | None = None,
+          test_side: int | None = None, train_refs: set[str] | None = None) -> list[Path]:
     """Write ``n`` tiny image (pairs) into every declared split of every manifest (or the manifests in
     ``only``) under ``root``, in the real folder layouts, so the full profile's loaders can be rehearsed.
+    Images are ``side`` pixels square; with ``test_side`` and ``train_refs`` (the ``manifest:split`` refs some
+    run trains on), splits that nothing trains on get ``test_side`` instead (evaluation is most of a
+    rehearsal's time; training splits must stay at least one training patch).
     Returns the dataset folders written. Existing files are overwritten; nothing else is touched."""
     from PIL import Image
 
@@ -260,16 +264,17 @@ def synth(root: str | Path, n: int = 3, side: int = 128, only: list[str] | None 
             synth_cub(base, n_classes=2, per_class=max(2, n), side=side)
             written.add(base)
             continue
+        px = side if test_side is None or train_refs is None or sp.ref in train_refs else test_side
         for k in range(n):
             values = {f: (f"{k + 10}" if f == "id" else "1") for f in set(_fields(sp.gt) + _fields(sp.lq or ""))}
-            gt = _synth_image(k, side, rng)
+            gt = _synth_image(k, px, rng)
             path = base / (_fill(sp.gt, values) + ".png")
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(gt).save(path)
             if sp.paired:
                 lq = Image.fromarray(gt)
                 if sp.scale > 1:
-                    lq = lq.resize((side // sp.scale, side // sp.scale), Image.BICUBIC)
+                    lq = lq.resize((px // sp.scale, px // sp.scale), Image.BICUBIC)
                 arr = np.asarray(lq).astype(np.float32) * 0.8 + rng.normal(0, 6, (lq.size[1], lq.size[0], 3))
                 lq_path = base / (_fill(sp.lq, values) + ".png")
                 lq_path.parent.mkdir(parents=True, exist_ok=True)
