@@ -502,6 +502,7 @@ def _markdown(profile: str, banner: str, status: pd.DataFrame, papers: list[_Pap
     if scatter:
         md += ["## Reproduced vs paper (PSNR)", "", f"![Reproduced vs paper PSNR]({quote(scatter)})", ""]
     md += [CELL_LEGEND, ""]
+    mark = _table_mark(profile, banner)
     for p in papers:
         md += [f"## {_md(PAPERS.get(p.key, p.key))}", ""]
         if p.notebooks:
@@ -509,7 +510,7 @@ def _markdown(profile: str, banner: str, status: pd.DataFrame, papers: list[_Pap
                      if (path := _notebook_path(out_root, n))]
             md += ["Executed notebooks: " + (", ".join(links) if links else "none found"), ""]
         for v in p.tables:
-            md += _md_view(v, _table_mark(profile, banner))
+            md += _md_view(v, mark)
         if p.not_run:
             md += [f"Paper tables with no rows in this run: {_md(', '.join(p.not_run))}.", ""]
         if p.figures:
@@ -618,6 +619,7 @@ def _html(profile: str, banner: str, status: pd.DataFrame, papers: list[_Paper],
         page.append(f"<h2>Reproduced vs paper (PSNR)</h2><img src='{_href(scatter)}' "
                     "alt='Reproduced vs paper PSNR' style='max-width:100%'>")
     page.append("<p>" + html.escape(CELL_LEGEND.replace("**", "").replace("`", "")) + "</p>")
+    mark = _table_mark(profile, banner)
     for p in papers:
         page.append(f"<h2 id='{_e(p.key)}'>{_e(PAPERS.get(p.key, p.key))}</h2>")
         if p.notebooks:
@@ -625,7 +627,7 @@ def _html(profile: str, banner: str, status: pd.DataFrame, papers: list[_Paper],
                      if (path := _notebook_path(out_root, n))]
             page.append("<p>Executed notebooks: " + (", ".join(links) if links else "none found") + "</p>")
         for v in p.tables:
-            page += _html_view(v, f"{p.key}-{re.sub(r'[^A-Za-z0-9]+', '-', v.table)}", _table_mark(profile, banner))
+            page += _html_view(v, f"{p.key}-{re.sub(r'[^A-Za-z0-9]+', '-', v.table)}", mark)
         if p.not_run:
             page.append(f"<p>Paper tables with no rows in this run: {_e(', '.join(p.not_run))}.</p>")
         if p.figures:

@@ -371,7 +371,9 @@ def write_outputs(out_root: Path, status: pd.DataFrame, profile: str) -> Path:
     rows = gather(out_root)
     status.to_csv(out_root / "status.csv", index=False)
     if not rows.empty:
-        for col in ("paper", "table", "method", "setting", "dataset", "metric"):  # the row key: '' stays ''
+        from .plan.spec import KEY_COLUMNS
+
+        for col in KEY_COLUMNS:  # the row key: '' stays '' (gather reads '' as missing for the value columns)
             if col in rows:
                 rows[col] = rows[col].fillna("").astype(str)
         rows.to_csv(out_root / "results.csv", index=False)
