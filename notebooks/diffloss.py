@@ -23,15 +23,12 @@ skip_data = ""        # comma-separated missing datasets (irlib reproduce --skip
 adm_checkpoint = ""  # local path or URL of 256x256_diffusion_uncond.pt (default: OpenAI's URL, cached)
 
 # %%
-from IPython.display import Image, display
-
 from irlib.plan.notebook import session
 
 S = session("diffloss", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"adm": adm_checkpoint} if adm_checkpoint else None,
             only=only, skip_data=skip_data)
-print(S.banner() or "full profile")
-S.plan.frame().groupby("table").size().rename("rows planned")
+S.overview()
 
 # %% [markdown]
 # ## Training and evaluation
@@ -72,8 +69,7 @@ S.gains()
 # ## Figures 1b, 2a, 2b, 5, 6, 7
 
 # %%
-for path in S.figures():
-    display(Image(filename=str(path)))
+S.show_figures()
 
 # %% [markdown]
 # ## The authors' released checkpoints

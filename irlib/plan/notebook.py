@@ -80,15 +80,25 @@ class Session:
             print(f"[{n}] {text}")
         return frames
 
+    def overview(self) -> pd.Series:
+        """Print the profile's banner (``full profile`` when there is none); the planned rows per table."""
+        print(self.banner() or "full profile")
+        return self.plan.frame().groupby("table").size().rename("rows planned")
+
     def show(self, *tables: str) -> None:
         """Display tables in the paper's layout (in a notebook; printed elsewhere)."""
-        try:
-            from IPython.display import display
-        except ImportError:  # pragma: no cover - IPython comes with jupyterlab
-            display = print
         for t in tables:
             for frame in self.table(t):
-                display(frame)
+                _display(frame)
+
+    def show_figures(self, only: Sequence[str] | None = None) -> None:
+        """Draw the planned figures (:meth:`figures`) and display each (in a notebook; its path elsewhere)."""
+        try:
+            from IPython.display import Image
+        except ImportError:  # pragma: no cover - IPython comes with jupyterlab
+            Image = None
+        for path in self.figures(only):
+            _display(Image(filename=str(path)) if Image else path)
 
     def gains(self, tables: Sequence[str] | None = None) -> pd.DataFrame:
         """Variant-vs-baseline gains with their paired-bootstrap 95% intervals (differences, not values)."""
@@ -147,6 +157,15 @@ class Session:
                                 self.device, fb, self.plan.profile.name)
             out += draw(spec, ctx)
         return out
+
+
+def _display(obj) -> None:
+    """IPython's display inside a notebook; print elsewhere."""
+    try:
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython comes with jupyterlab
+        display = print
+    display(obj)
 
 
 def session(paper: str, *, profile: str = "smoke", device: str = "cpu", data_root: str = "data", seed: int = 0,
