@@ -9,7 +9,7 @@
 #   3. writes /etc/slurm/slurm.conf: one node (this host, its real CPU count and ~90% of its memory, GPUs
 #      from /dev/nvidia* as gres), one default partition "debug", cons_tres scheduling by CPU and memory so
 #      array tasks run side by side, proctrack/linuxproc and task/none (no cgroups in containers), no
-#      accounting (sacct is unavailable; irlib.plan.slurm.status reads squeue/scontrol instead);
+#      accounting (sacct is unavailable; irlib.engine.slurm.status reads squeue/scontrol instead);
 #   4. starts slurmctld and slurmd and waits until sinfo shows the node idle.
 # Idempotent: a running cluster is left alone, dead daemons are restarted, a changed config restarts both.
 # It refuses to overwrite a slurm.conf that it did not write (a real cluster's config).

@@ -9,6 +9,13 @@ PROFILE_HELP = ("smoke: tiny networks, offline photos, random feature networks (
                 "plan on synthetic data in the real layouts, 2 steps per run; full: the papers' settings")
 
 
+def _profile_arg(parser: argparse.ArgumentParser, default: str) -> None:
+    """The one ``--profile`` option every subcommand shares (choices from :data:`irlib.engine.core.PROFILES`)."""
+    from .engine.core import PROFILES
+
+    parser.add_argument("--profile", choices=list(PROFILES), default=default, help=PROFILE_HELP)
+
+
 def _fmt(ap: argparse.ArgumentParser) -> None:
     ap.formatter_class = argparse.ArgumentDefaultsHelpFormatter
 
@@ -19,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("plan", help="list the rows, runs, datasets, weights and estimated GPU-hours of a profile")
-    p.add_argument("--profile", choices=["smoke", "rehearse", "full"], default="full", help=PROFILE_HELP)
+    _profile_arg(p, "full")
     p.add_argument("--only", action="append", metavar="PAPER[/TABLE]",
                    help="e.g. spn or 'spn/Table 1' (repeatable; default: all four papers)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
@@ -28,11 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="offset of every run's seed")
 
     r = sub.add_parser("reproduce", help="preflight, train the plans' runs, execute the notebooks, write the report")
-    r.add_argument("--profile", choices=["smoke", "rehearse", "full"], default="smoke", help=PROFILE_HELP)
+    _profile_arg(r, "smoke")
     r.add_argument("--only", action="append", metavar="NOTEBOOK[/TABLE]",
                    help="notebook (spn, textpromptir, diffloss, dinoir, benchmarks), optionally /table, e.g. "
                         "'spn/Table 1' (repeatable)")
-    r.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
+    r.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",  # engine.execute.EXECUTORS
                    help="inline: the notebooks train; local: one worker per GPU (or --jobs CPU workers) first; "
                         "slurm: Slurm array jobs through submitit first")
     r.add_argument("--jobs", type=int, default=1, help="parallel notebooks (inline) or CPU workers (local on CPU)")
@@ -57,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="state of every run in a run store (done, running with progress, failed)")
     s.add_argument("--out", default="reports", help="the --out of irlib reproduce")
-    s.add_argument("--profile", choices=["smoke", "rehearse", "full"], default="full")
+    _profile_arg(s, "full")
 
     d = sub.add_parser("doctor", help="check every dataset and weight a profile needs (the reproduce preflight)")
-    d.add_argument("--profile", choices=["smoke", "rehearse", "full"], default="full", help=PROFILE_HELP)
+    _profile_arg(d, "full")
     d.add_argument("--only", action="append", metavar="PAPER[/TABLE]", help="restrict to these papers/tables")
     d.add_argument("--data-root", default="data", help="folder holding the datasets")
 
@@ -139,23 +146,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plans(only, profile, seed=0):
-    from . import plan
-    from .reproduce import PAPERS, UsageError
+    from . import papers
+    from .reproduce import UsageError
 
-    chosen: dict[str, list[str]] = {}
-    for item in only or PAPERS:
-        name, _, table = item.partition("/")
-        if name not in PAPERS:
-            raise UsageError(f"--only {item!r}: unknown paper {name!r}; choose from {', '.join(PAPERS)}")
-        if table:
-            known = plan.build(name, "full").tables()
-            match = [t for t in known if t.lower() == table.lower()]
-            if not match:
-                raise UsageError(f"--only {item!r}: {name} has no {table!r}; it has: {', '.join(known)}")
-            chosen.setdefault(name, []).append(match[0])
-        else:
-            chosen[name] = []
-    return [plan.build(n, profile, seed).select(t) for n, t in chosen.items()]
+    try:
+        chosen = papers.parse_only(only)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return [papers.build(n, profile, seed).select(t) for n, t in chosen.items()]
 
 
 def _dispatch(a) -> int:
@@ -166,15 +164,16 @@ def _dispatch(a) -> int:
 
         slurm = {"partition": a.partition, "gpus_per_run": a.gpus_per_run, "time_min": a.time_min,
                  "array_parallelism": a.array_parallelism}
-        st = reproduce(a.profile, a.out, a.only, a.jobs, a.device, a.data_root, a.seed, a.cell_timeout, a.executor,
-                       dict(a.param), a.skip_missing, slurm, a.progress_every)
+        st = reproduce(profile=a.profile, out=a.out, only=a.only, jobs=a.jobs, device=a.device, data_root=a.data_root,
+                       seed=a.seed, timeout=a.cell_timeout, executor=a.executor, params=dict(a.param),
+                       skip_missing=a.skip_missing, slurm=slurm, progress_every=a.progress_every)
         print(st.to_string(index=False))
         print(f"report: {Path(a.out) / a.profile / 'report.html'}")
         return 0 if (st["status"] == "ok").all() else 1
     if a.cmd == "status":
         return _cmd_status(a)
     if a.cmd == "doctor":
-        from .plan.preflight import describe, preflight
+        from .engine.preflight import describe, preflight
 
         table = preflight(_plans(a.only, a.profile), a.data_root)
         print(describe(table))
@@ -202,8 +201,8 @@ def _dispatch(a) -> int:
 def _cmd_plan(a) -> int:
     import pandas as pd
 
-    from .plan.cost import run_costs
-    from .plan.spec import KEY_COLUMNS
+    from .engine.cost import run_costs
+    from .engine.spec import KEY_COLUMNS
 
     plans = _plans(a.only, a.profile, a.seed)
     if a.runs:
@@ -225,7 +224,7 @@ def _cmd_plan(a) -> int:
     if a.format == "json":
         print(rows.to_json(orient="records", indent=1))
         return 0
-    from .plan.preflight import needed_data, needed_weights, row_runs
+    from .engine.preflight import needed_data, needed_weights, row_runs
 
     lines = []
     for p in plans:
@@ -266,7 +265,7 @@ def _cost_footer(costs) -> None:
 def _cmd_status(a) -> int:
     import pandas as pd
 
-    from .plan import RunStore
+    from .engine import RunStore
 
     root = Path(a.out).resolve() / a.profile / "runs"
     if not root.is_dir():
@@ -290,7 +289,7 @@ def _cmd_status(a) -> int:
         print(table.state.value_counts().to_string())
     slurm_dir = root.parent / "slurm"
     if slurm_dir.is_dir():
-        from .plan import slurm
+        from .engine import slurm
 
         print(slurm.status(slurm_dir).to_string(index=False))
     return 0
@@ -333,9 +332,9 @@ def _cmd_data(a) -> int:
 
         train_refs = None
         if a.test_side:
-            from . import plan
+            from . import papers
 
-            train_refs = {src.dataset for p in plan.PAPERS for r in plan.build(p, "full").runs() for src in r.train}
+            train_refs = {src.dataset for p in papers.build_all("full") for r in p.runs() for src in r.train}
         written = synth(a.root, n=a.n, side=a.side, test_side=a.test_side or None, train_refs=train_refs)
         print(f"wrote {len(written)} datasets under {a.root}")
         return 0

@@ -8,8 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .data.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize  # noqa: F401
 
 # torchvision index of each named ReLU in the VGG "features" Sequential
 VGG_LAYERS = {
@@ -19,12 +18,6 @@ VGG_LAYERS = {
               "relu3_4": 17, "relu4_1": 20, "relu4_2": 22, "relu4_3": 24, "relu4_4": 26, "relu5_1": 29,
               "relu5_2": 31, "relu5_3": 33, "relu5_4": 35},
 }
-
-
-def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
-    m = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    s = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - m) / s
 
 
 class VGGFeatures(nn.Module):

@@ -157,7 +157,7 @@ def inception_features(images: torch.Tensor, pretrained: bool = True, batch: int
     in that case BatchNorm normalises with each batch's own statistics (the values stay finite; they still
     mean nothing). The network is built once per process (a random one with seed 0, so values repeat)."""
     net = _inception(pretrained)
-    from .losses import imagenet_normalize
+    from .data.imagenet import imagenet_normalize
 
     out = []
     with torch.no_grad():

@@ -19,7 +19,7 @@ def released_evals(m: dict) -> list[tuple[dict, object]]:
     """``[(reference key dict, EvalSpec, zoo network name), …]`` for every ``used_by`` entry of manifest ``m``,
     from the full plans (the network name gives the evaluation padding)."""
     from . import plan
-    from .plan.spec import Measure
+    from .engine.spec import Measure
 
     out = []
     for use in m.get("used_by", []):
@@ -50,7 +50,7 @@ def evaluate_released(name: str, *, data_root: str | Path = "data", weights_root
 
     from .data import DatasetError
     from .metrics import measure
-    from .plan.runner import test_pairs
+    from .engine.runner import test_pairs
     from .train import padded_forward
     from .weights import load_weight_manifest, weights_path
 

@@ -38,17 +38,11 @@ import pandas as pd
 from tabulate import tabulate
 
 from .figures import PIPELINE_MARK, list_figures
-from .results import SMOKE_BANNER, reference
+from .engine.core import PROFILES
+from .papers import registry
+from .results import reference
 
-PAPERS = {
-    "spn": "SPN — Learning from History: Task-agnostic Model Contrastive Learning for Image Restoration",
-    "textpromptir": "TextPromptIR — Textual Prompt Guided Image Restoration",
-    "diffloss": "DiffLoss — Diffusion Model as Constraint for Training Image Restoration Networks",
-    "dinoir": "DINO-IR — Multi-task Image Restoration Guided by Robust DINO Features",
-}
-REHEARSE_BANNER = ("REHEARSE PROFILE — the full plan run on synthetic data in the real folder layouts: 2 training "
-                   "steps, 2 images per test set, random-initialised weights. These numbers check that every job, "
-                   "checkpoint and evaluation runs; they are NOT comparable with the paper's.")
+SMOKE_BANNER, REHEARSE_BANNER = PROFILES["smoke"].banner, PROFILES["rehearse"].banner
 RANDOM_WEIGHTS_BANNER = ("Some rows were computed with random-initialised weights (weights = random); those numbers "
                          "are NOT comparable with the paper's.")
 CELL_LEGEND = ("Each cell reads **reproduced / paper (Δ)** with Δ = reproduced − paper, rounded to the digits "
@@ -341,6 +335,11 @@ class _Paper:
     notebooks: list[str]
 
 
+def _title(key: str) -> str:
+    paper = registry().get(key)
+    return paper.title if paper else key
+
+
 def _banner(profile: str, rows: pd.DataFrame) -> str:
     if profile == "smoke":
         return SMOKE_BANNER
@@ -368,9 +367,9 @@ def _collect(out_root: Path, rows: pd.DataFrame, status: pd.DataFrame) -> list[_
             meta["notebook"] = folder.name
             meta["rel"] = f"{folder.name}/figures/{meta['file']}"
             figures.setdefault(meta.get("paper") or folder.name, []).append(meta)
-    keys = [k for k in PAPERS if k in set(rows["paper"]) | set(figures)
+    keys = [k for k in registry() if k in set(rows["paper"]) | set(figures)
             or any(n.startswith(k) for n in notebooks)]
-    keys += sorted((set(rows["paper"]) | set(figures)) - set(PAPERS) - {""})
+    keys += sorted((set(rows["paper"]) | set(figures)) - set(registry()) - {""})
     papers = []
     for key in keys:
         pref, prep = ref[ref["paper"] == key], rows[rows["paper"] == key]
@@ -504,7 +503,7 @@ def _markdown(profile: str, banner: str, status: pd.DataFrame, papers: list[_Pap
     md += [CELL_LEGEND, ""]
     mark = _table_mark(profile, banner)
     for p in papers:
-        md += [f"## {_md(PAPERS.get(p.key, p.key))}", ""]
+        md += [f"## {_md(_title(p.key))}", ""]
         if p.notebooks:
             links = [f"[{_md(n)}]({quote(path)})" for n in p.notebooks
                      if (path := _notebook_path(out_root, n))]
@@ -621,7 +620,7 @@ def _html(profile: str, banner: str, status: pd.DataFrame, papers: list[_Paper],
     page.append("<p>" + html.escape(CELL_LEGEND.replace("**", "").replace("`", "")) + "</p>")
     mark = _table_mark(profile, banner)
     for p in papers:
-        page.append(f"<h2 id='{_e(p.key)}'>{_e(PAPERS.get(p.key, p.key))}</h2>")
+        page.append(f"<h2 id='{_e(p.key)}'>{_e(_title(p.key))}</h2>")
         if p.notebooks:
             links = [f"<a href='{_href(path)}'>{_e(n)}</a>" for n in p.notebooks
                      if (path := _notebook_path(out_root, n))]

@@ -22,8 +22,10 @@ from typing import Sequence
 
 import pandas as pd
 
+from .papers import PAPERS, parse_only
+from .procs import die_with_parent, stop_process_groups
+
 REPO = Path(__file__).resolve().parents[1]
-PAPERS = ("spn", "textpromptir", "diffloss", "dinoir")
 
 
 class UsageError(ValueError):
@@ -60,29 +62,16 @@ def select(only: Sequence[str] | None) -> dict[str, list[str]]:
     """``--only`` values (``spn``, ``spn/Table 1``, ``dinoir/Fig. 3b``, ``benchmarks``) -> notebook -> tables
     (empty list = the whole notebook). Unknown names raise :class:`UsageError` listing the valid ones."""
     nbs = sorted(p.stem for p in notebook_dir().glob("*.ipynb"))
-    if not only:
-        return {n: [] for n in nbs}
-    out: dict[str, list[str]] = {}
-    for item in only:
-        name, _, table = item.partition("/")
-        name = name.strip().lower()
+    for value in only or ():
+        name = value.split("/", 1)[0].strip().lower()
         if name not in nbs:
-            raise UsageError(f"--only {item!r}: no notebook {name!r}; choose from {', '.join(nbs)} "
-                             f"(optionally with /<table>, e.g. spn/Table 1)")
-        if table:
-            if name not in PAPERS:
-                raise UsageError(f"--only {item!r}: {name} has no tables")
-            from . import plan
-
-            known = plan.build(name, "full").tables()
-            match = [t for t in known if t.lower() == table.strip().lower()]
-            if not match:
-                raise UsageError(f"--only {item!r}: {name} has no {table!r}; it has: {', '.join(known)}")
-            if out.get(name) != []:
-                out.setdefault(name, []).append(match[0])
-        else:
-            out[name] = []
-    return out
+            raise UsageError(f"--only {value!r}: no notebook {name!r} in {notebook_dir()}; notebooks: "
+                             f"{', '.join(nbs) or 'none'}")
+    try:
+        chosen = parse_only(only, extra=tuple(n for n in nbs if n not in PAPERS))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return {n: chosen[n] for n in nbs if n in chosen}
 
 
 def notebook_parameters(name: str) -> dict:
@@ -146,7 +135,8 @@ class Runner:
         env.setdefault("MPLBACKEND", "Agg")
         t0 = time.time()
         with open(out_dir / "papermill.log", "w") as log:
-            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                 preexec_fn=die_with_parent)
             with self.lock:
                 self.procs[nb] = p
                 self.started.add(nb)
@@ -166,17 +156,7 @@ class Runner:
         self.stopping.set()
         with self.lock:
             procs = list(self.procs.values())
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + 10
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_process_groups(procs, 10)
 
 
 def explain_failure(log: str, params: dict) -> str:
@@ -241,12 +221,12 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
     ``<out>/<profile>/{results.csv,results.parquet,status.csv,report.md,report.html}``. Returns the status
     table. Raises :class:`UsageError` for wrong options and :class:`MissingInputs` when the preflight fails."""
     from . import plan
-    from .plan.preflight import describe, missing_refs, preflight
+    from .engine.preflight import describe, missing_refs, preflight
 
     if profile not in plan.PROFILES:
         raise UsageError(f"--profile must be one of {', '.join(plan.PROFILES)}; got {profile!r}")
-    if executor not in ("inline", "local", "slurm"):
-        raise UsageError(f"--executor must be inline, local or slurm; got {executor!r}")
+    if executor not in plan.EXECUTORS:
+        raise UsageError(f"--executor must be one of {', '.join(plan.EXECUTORS)}; got {executor!r}")
     selection = select(only)
     per_nb = check_params(selection, dict(params or {}))
     out_root = Path(out).resolve() / profile   # notebooks run with cwd=notebooks/, so paths are absolute
@@ -291,17 +271,10 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
             echo(f"running {sum(len(p.runs()) for p in plans)} runs through the {executor} executor "
                  f"(run store {store_root})")
             kept = [p.without_data(skip)[0] for p in plans]
-            if executor == "local":
-                local = plan.LocalExecutor(plan.RunStore(store_root), device=device, jobs=jobs,
-                                           on_event=lambda k, key, m: echo(f"  [{k}] {key} {m}"))
-                ctx = {"data_root": data_root, "files": {}, "store": str(store_root)}
-                for wave in plan.submit_plans(kept, plan.RunStore(store_root), ctx):
-                    todo = plan.pending(plan.RunStore(store_root), wave)
-                    if todo:
-                        local.run(todo)
-            else:
-                plan.execute(kept, store_root, executor="slurm", device=device, data_root=data_root,
-                             slurm=slurm, on_event=lambda k, key, m: echo(f"  [{k}] {key} {m}"))
+            store = plan.RunStore(store_root)
+            local = plan.make_executor(executor, store, device=device, jobs=jobs, slurm=slurm,
+                                       on_event=lambda k, key, m: echo(f"  [{k}] {key} {m}"))
+            plan.execute(kept, store, plan.Context(data_root, store_root), executor=local)
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if jobs > 1 else 0
         # after a local executor the machine is free again: the notebooks (gathering, studies' figures) share it
         # too; after Slurm they run on the submitting (login) node, one at a time
@@ -371,7 +344,7 @@ def write_outputs(out_root: Path, status: pd.DataFrame, profile: str) -> Path:
     rows = gather(out_root)
     status.to_csv(out_root / "status.csv", index=False)
     if not rows.empty:
-        from .plan.spec import KEY_COLUMNS
+        from .engine.spec import KEY_COLUMNS
 
         for col in KEY_COLUMNS:  # the row key: '' stays '' (gather reads '' as missing for the value columns)
             if col in rows:

@@ -1,6 +1,6 @@
-"""The papers' reference numbers, the smoke banner, and the paired bootstrap.
+"""The papers' reference numbers and the paired bootstrap.
 
-The tidy rows themselves are produced by the plans (:mod:`irlib.plan`): each notebook writes
+The tidy rows themselves are produced by the plans (:mod:`irlib.engine`): each notebook writes
 ``<out_dir>/results.csv`` with the key ``paper, table, method, setting, dataset, metric`` (the reference CSVs'
 key; ``dataset`` is the paper's test set, ``measured_on`` what was actually measured) and ``value``, ``n_seeds``,
 ``n_images``, the paired gain over a baseline with its bootstrap interval, ``profile``, ``weights`` and ``notes``.
@@ -13,19 +13,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-SMOKE_BANNER = ("SMOKE PROFILE — random-initialised backbones (no VGG/DINOv2/BERT/ADM weights; only the MiniLM text "
-                "encoder is really pretrained), tiny models, "
-                "offline sample photos, a few dozen steps. These numbers check that the pipeline runs; they are "
-                "NOT comparable with the paper's.")
 
 
 def reference(paper: str | None = None) -> pd.DataFrame:
     """The papers' printed numbers (values kept as text, as printed), one row per number."""
     frames = []
-    for name in ("spn", "textpromptir", "diffloss", "dinoir"):
-        if paper and name != paper:
+    for name in sorted(n.name for n in resources.files("irlib.resources").iterdir() if n.name.endswith(".csv")):
+        if paper and name != f"{paper}.csv":
             continue
-        with resources.files("irlib.resources").joinpath(f"{name}.csv").open() as f:
+        with resources.files("irlib.resources").joinpath(name).open() as f:
             frames.append(pd.read_csv(f, dtype=str, keep_default_na=False))
     return pd.concat(frames, ignore_index=True)
 

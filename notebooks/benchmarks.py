@@ -27,7 +27,7 @@ from importlib import resources
 import pandas as pd
 from irlib import bench
 from irlib.data import sample_images
-from irlib.plan import ROW_COLUMNS
+from irlib.engine import ROW_COLUMNS
 
 if scale == "paper" and not device.startswith("cuda"):
     raise ValueError("paper-scale benchmarks need a GPU: set device='cuda' (and run `irlib reproduce --only "

@@ -4,7 +4,7 @@
 # λ = 0.01): the restored output z and the clean target x are noised with the same t and ε and passed through
 # OpenAI's frozen 256x256 unconditional ADM UNet; L_nat pulls the predicted noises together, L_sem the middle-block
 # ("h-space") features. `irlib.diffloss` holds the UNet and the loss; the experiments live in one plan
-# (`irlib.plan.papers.diffloss`), which this notebook, `irlib plan` and the tests read.
+# (`irlib.papers.diffloss.plan`), which this notebook, `irlib plan` and the tests read.
 #
 # Profiles: **smoke** — tiny networks, a tiny random ADM, the offline photos, 24 steps, one Table 1 pair per task
 # (a pipeline check); **rehearse** — the full plan (the real 552M-parameter ADM architecture with random weights,
@@ -23,7 +23,7 @@ skip_data = ""        # comma-separated missing datasets (irlib reproduce --skip
 adm_checkpoint = ""  # local path or URL of 256x256_diffusion_uncond.pt (default: OpenAI's URL, cached)
 
 # %%
-from irlib.plan.notebook import session
+from irlib.notebook import session
 
 S = session("diffloss", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"adm": adm_checkpoint} if adm_checkpoint else None,

@@ -4,7 +4,7 @@
 # experts (Eqs. 1–4), D-R fusion injects the result into a Restormer by channel attention (Eq. 5), and the DPC loss
 # pulls the output's shallow DINOv2 features towards the clean image's and away from the input's (Eq. 6,
 # L = L1 + 1·L_DPC). `irlib.dinoir` holds the model, the loss and the DINOv2 analyses; the experiments live in one
-# plan (`irlib.plan.papers.dinoir`: 15 trainings — the multi-task Restormer / +PSF / +DPC / DINO-IR ablation shared
+# plan (`irlib.papers.dinoir.plan`: 15 trainings — the multi-task Restormer / +PSF / +DPC / DINO-IR ablation shared
 # by Tables 1, 3, 4 and 6, three more Table 6 pairs, the single-task denoiser and Table 5's V0–V3), which this
 # notebook, `irlib plan` and the tests read. The other methods' rows of Tables 1, 2 and 4 are the paper's citations.
 #
@@ -25,7 +25,7 @@ skip_data = ""        # comma-separated missing datasets (irlib reproduce --skip
 dinov2_weights = ""   # local timm DINOv2 ViT-S/14 file (instead of downloading vit_small_patch14_dinov2.lvd142m)
 
 # %%
-from irlib.plan.notebook import session
+from irlib.notebook import session
 
 S = session("dinoir", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"dinov2": dinov2_weights} if dinov2_weights else None,

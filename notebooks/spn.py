@@ -4,7 +4,7 @@
 # with weight w (Eq. 1), and pushes the output away from theirs in VGG feature space:
 # L = L_rec − λ · 1/N Σ_i ‖VGG(out) − VGG(neg_i(lq))‖₁ (Eqs. 3–4). Every backbone is retrained with its released
 # schedule, once without and once with the negative term. `irlib.spn` holds the loss and the history models;
-# the experiments live in one plan (`irlib.plan.papers.spn`), which this notebook, `irlib plan` and the tests read.
+# the experiments live in one plan (`irlib.papers.spn.plan`), which this notebook, `irlib plan` and the tests read.
 #
 # Profiles: **smoke** — tiny networks, the offline photos, a random VGG, 24 steps (a pipeline check);
 # **rehearse** — the full plan on synthetic images in the benchmarks' folder layouts, 2 steps per run;
@@ -22,7 +22,7 @@ skip_data = ""       # comma-separated missing datasets (irlib reproduce --skip-
 vgg19_weights = ""   # local torchvision VGG19 file (instead of downloading IMAGENET1K_V1)
 
 # %%
-from irlib.plan.notebook import session
+from irlib.notebook import session
 
 S = session("spn", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir, runs_dir=runs_dir,
             files={"vgg19": vgg19_weights} if vgg19_weights else None, only=only, skip_data=skip_data)

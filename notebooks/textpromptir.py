@@ -4,7 +4,7 @@
 # masked-language modelling and next-sentence prediction on the instructions) into a guidance vector Z, which
 # modulates every block of a Restormer-style U-Net: IMTA (transposed attention on the text-modulated features,
 # Eqs. 5–6) and IGFN (gated FFN, Eq. 7). `irlib.textprompt` holds the network and the encoder; the experiments
-# live in one plan (`irlib.plan.papers.textpromptir`: eight trainings cover the four tables), which this notebook,
+# live in one plan (`irlib.papers.textpromptir.plan`: eight trainings cover the four tables), which this notebook,
 # `irlib plan` and the tests read. Test-time instructions are held-out sentences, never seen in training.
 #
 # Profiles: **smoke** — tiny networks, the offline photos, the offline MiniLM as text encoder, 24 steps (a
@@ -27,8 +27,8 @@ bert_dir = ""        # local bert-base-uncased folder, used wherever the encoder
 # %%
 import dataclasses
 
-from irlib.plan import get_profile
-from irlib.plan.notebook import session
+from irlib.engine import get_profile
+from irlib.notebook import session
 
 P = get_profile(profile)
 encoder = text_encoder or P.text_encoder

@@ -56,7 +56,7 @@ def test_finetune_learns_the_classes_and_checkpoint_is_reused(tmp_path):
     assert net.fc.out_features == 3
     assert classify.make_classifier("vgg11", 5, pretrained=False).classifier[-1].out_features == 5
     ckpt = tmp_path / "clf.pt"
-    net = classify.finetune(net, x, y, epochs=30, batch=12, lr=0.05, ckpt=ckpt, progress=False)
+    net = classify.finetune(net, x, y, epochs=60, batch=12, lr=0.02, ckpt=ckpt, progress=False)  # robust to thread count
     assert classify.top1(net, x, y) == 100.0
     again = classify.finetune(classify.make_classifier("resnet18", 3, pretrained=False), x, y, ckpt=ckpt, progress=False)
     assert torch.equal(again(x[:2]), net(x[:2]))  # loaded, not retrained

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from irlib import diffloss as dl
+from irlib.models import adm
+from irlib.papers.diffloss import studies as dls
 from irlib.data.fetch import ChecksumError
 from irlib.train import Trainer
 
@@ -78,8 +80,8 @@ def test_load_adm_checks_and_pins_sha256(unet, tmp_path):
 
 def test_svd_hook_identity_at_zero_and_changes_h():
     h = torch.randn(2, 8, 4, 4)
-    assert torch.equal(dl.svd_perturb_hook(0.0)(h), h)
-    p = dl.svd_perturb_hook(1.0)(h)
+    assert torch.equal(dls.svd_perturb_hook(0.0)(h), h)
+    p = dls.svd_perturb_hook(1.0)(h)
     s0 = torch.linalg.svdvals(h.reshape(2, 8, -1))
     s1 = torch.linalg.svdvals(p.reshape(2, 8, -1))
     assert torch.allclose(s1[:, 0], 2 * s0[:, 0], rtol=1e-4) and torch.allclose(s1[:, 1:], s0[:, 1:], rtol=1e-4)
@@ -296,7 +298,7 @@ def test_time_embeddings_equal_per_block_projections_and_follow_weight_changes()
     t = torch.tensor([3, 500])
     emb = unet.time_embed(dl.timestep_embedding(t, unet.cfg.model_channels))
     table = unet.time_embeddings(t)
-    assert len(table.table) == len(unet._resblocks) == sum(isinstance(m, dl.ResBlock) for m in unet.modules())
+    assert len(table.table) == len(unet._resblocks) == sum(isinstance(m, adm.ResBlock) for m in unet.modules())
     for blk in unet._resblocks:
         scale, shift = blk.emb_layers(emb)[..., None, None].chunk(2, dim=1)
         assert torch.allclose(table[blk][0], 1 + scale, atol=1e-6) and torch.allclose(table[blk][1], shift, atol=1e-6)

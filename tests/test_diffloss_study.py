@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 from irlib import diffloss as dl
+from irlib.papers.diffloss import studies as dls
 
 matplotlib.use("Agg")
 
@@ -41,7 +42,7 @@ def _spectra():
 def test_additive_perturbation_has_the_same_relative_size_for_every_input():
     h = _spectra()
     rec = []
-    p = dl.svd_perturb_hook(0.5, mode="additive", record=rec)(h)
+    p = dls.svd_perturb_hook(0.5, mode="additive", record=rec)(h)
     m, mp = h.reshape(2, 16, -1), p.reshape(2, 16, -1)
     rel = (mp - m).flatten(1).norm(dim=1) / m.flatten(1).norm(dim=1)
     assert torch.allclose(rel, torch.tensor([0.5, 0.5]), atol=1e-5) and torch.allclose(rec[0], rel, atol=1e-5)
@@ -55,7 +56,7 @@ def test_additive_perturbation_has_the_same_relative_size_for_every_input():
 def test_multiplicative_perturbation_size_depends_on_the_spectrum():
     h = _spectra()
     rec = []
-    p = dl.svd_perturb_hook(1.0, record=rec)(h)
+    p = dls.svd_perturb_hook(1.0, record=rec)(h)
     m = h.reshape(2, 16, -1)
     s0, s1 = torch.linalg.svdvals(m), torch.linalg.svdvals(p.reshape(2, 16, -1))
     assert torch.allclose(s1[:, 0], 2 * s0[:, 0], rtol=1e-4) and torch.allclose(s1[:, 1:], s0[:, 1:], atol=1e-4)
@@ -67,12 +68,12 @@ def test_multiplicative_perturbation_size_depends_on_the_spectrum():
 def test_top_k_additive_keeps_the_relative_size():
     h = _spectra()
     rec = []
-    dl.svd_perturb_hook(0.3, k=3, mode="additive", record=rec)(h)
+    dls.svd_perturb_hook(0.3, k=3, mode="additive", record=rec)(h)
     assert torch.allclose(rec[0], torch.full((2,), 0.3), atol=1e-5)
     with pytest.raises(ValueError, match="mode"):
-        dl.svd_perturb_hook(1.0, mode="scale")
+        dls.svd_perturb_hook(1.0, mode="scale")
     with pytest.raises(ValueError, match="k"):
-        dl.svd_perturb_hook(1.0, k=0)
+        dls.svd_perturb_hook(1.0, k=0)
 
 
 def test_modes_in_the_tiny_adm_middle_block(unet):
@@ -85,7 +86,7 @@ def test_modes_in_the_tiny_adm_middle_block(unet):
     m0 = h0.reshape(2, h0.shape[1], -1)
     rel = {}
     for mode, s in (("additive", 0.7), ("multiplicative", 0.7)):
-        unet.h_hook = dl.svd_perturb_hook(s, mode=mode)
+        unet.h_hook = dls.svd_perturb_hook(s, mode=mode)
         try:
             _, h1 = unet(x, t, return_h=True)
         finally:
@@ -102,7 +103,7 @@ def test_modes_in_the_tiny_adm_middle_block(unet):
 def test_one_step_regeneration_is_the_clamped_x0_prediction(unet):
     x = torch.rand(2, 3, 32, 32)
     noise = torch.randn(2, 3, 32, 32)
-    got = dl.regenerate(unet, x, t_start=250, steps=1, noise=noise)
+    got = dls.regenerate(unet, x, t_start=250, steps=1, noise=noise)
     abar = float(dl.DDPMSchedule().abar[250])
     xt = math.sqrt(abar) * (x * 2 - 1) + math.sqrt(1 - abar) * noise
     e = unet(xt, torch.tensor([250, 250]))[:, :3]
@@ -111,24 +112,24 @@ def test_one_step_regeneration_is_the_clamped_x0_prediction(unet):
 
 
 def test_regeneration_restores_the_previous_hook_and_validates(unet):
-    sentinel = dl.svd_perturb_hook(0.0)
+    sentinel = dls.svd_perturb_hook(0.0)
     unet.h_hook = sentinel
     try:
-        dl.regenerate(unet, torch.rand(1, 3, 32, 32), t_start=100, steps=2, strength=1.0)
+        dls.regenerate(unet, torch.rand(1, 3, 32, 32), t_start=100, steps=2, strength=1.0)
         assert unet.h_hook is sentinel
     finally:
         unet.h_hook = None
     with pytest.raises(ValueError, match="t_start"):
-        dl.regenerate(unet, torch.rand(1, 3, 32, 32), t_start=1000)
+        dls.regenerate(unet, torch.rand(1, 3, 32, 32), t_start=1000)
     with pytest.raises(ValueError, match="noise"):
-        dl.regenerate(unet, torch.rand(1, 3, 32, 32), noise=torch.randn(2, 3, 32, 32))
+        dls.regenerate(unet, torch.rand(1, 3, 32, 32), noise=torch.randn(2, 3, 32, 32))
 
 
 # ------------------------------------------------------------------ features
 def test_resnet_features_use_torchvision_imagenet_normalisation():
     torch.manual_seed(0)
     net = torchvision.models.resnet50(weights=None).eval()
-    feat = dl.ResNetFeatures(net)
+    feat = dls.ResNetFeatures(net)
     x = torch.rand(2, 3, 32, 32)
     tf = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.transforms()  # metadata only, no download
     want = torchvision.transforms.Normalize(tf.mean, tf.std)(x)
@@ -142,7 +143,7 @@ def test_resnet_features_use_torchvision_imagenet_normalisation():
         net.fc = net_fc
     assert got.shape == (2, 2048) and torch.allclose(got, ref, atol=1e-5)
     with pytest.raises(TypeError, match="ResNet"):
-        dl.ResNetFeatures(torchvision.models.vgg11(weights=None))
+        dls.ResNetFeatures(torchvision.models.vgg11(weights=None))
 
 
 # ------------------------------------------------------------------ the study
@@ -154,7 +155,7 @@ def _groups():
 
 def test_hspace_study_rows_pairing_and_images(unet, resnet):
     groups = _groups()
-    df, images = dl.hspace_study(unet, groups, (0.0, 1.0, 3.0), t_start=200, ddim_steps=3, seed=1, classifier=resnet,
+    df, images = dls.hspace_study(unet, groups, (0.0, 1.0, 3.0), t_start=200, ddim_steps=3, seed=1, classifier=resnet,
                                  batch_size=2, keep_images=2, degradation="lowlight")
     assert len(df) == 3 * 3 * 3
     assert {"degradation", "group", "mode", "level", "level_index", "image", "distance", "rel_perturbation",
@@ -166,35 +167,35 @@ def test_hspace_study_rows_pairing_and_images(unet, resnet):
     assert np.allclose(a, b, rtol=1e-5)  # each image's noise is its own, whatever the group
     assert set(images) == set(groups) and set(images["clean"]) == {0.0, 1.0, 3.0}
     assert images["clean"][1.0].shape == (2, 3, 32, 32) and 0 <= float(images["clean"][1.0].min())
-    ref = dl.regenerate(unet, groups["clean"][:2], 200, 3, 0.0, noise=dl.study_noise(3, 32, 1)[:2])
+    ref = dls.regenerate(unet, groups["clean"][:2], 200, 3, 0.0, noise=dls.study_noise(3, 32, 1)[:2])
     assert torch.allclose(images["clean"][0.0], ref, atol=1e-5)
 
 
 def test_hspace_study_is_independent_of_batching(unet, resnet):
     groups = {"clean": _groups()["clean"]}
-    one, _ = dl.hspace_study(unet, groups, (1.0,), t_start=200, ddim_steps=2, classifier=resnet, batch_size=1)
-    all_, _ = dl.hspace_study(unet, groups, (1.0,), t_start=200, ddim_steps=2, classifier=resnet, batch_size=8)
+    one, _ = dls.hspace_study(unet, groups, (1.0,), t_start=200, ddim_steps=2, classifier=resnet, batch_size=1)
+    all_, _ = dls.hspace_study(unet, groups, (1.0,), t_start=200, ddim_steps=2, classifier=resnet, batch_size=8)
     assert np.allclose(one.distance, all_.distance, rtol=1e-4)
 
 
 def test_additive_study_gives_every_image_the_same_relative_perturbation(unet, resnet):
-    df, _ = dl.hspace_study(unet, _groups(), (0.25, 1.0), mode="additive", t_start=200, ddim_steps=2,
+    df, _ = dls.hspace_study(unet, _groups(), (0.25, 1.0), mode="additive", t_start=200, ddim_steps=2,
                             classifier=resnet)
     assert np.allclose(df.rel_perturbation, df.level, atol=1e-5)
-    mult, _ = dl.hspace_study(unet, _groups(), (1.0,), t_start=200, ddim_steps=2, classifier=resnet)
+    mult, _ = dls.hspace_study(unet, _groups(), (1.0,), t_start=200, ddim_steps=2, classifier=resnet)
     assert mult.rel_perturbation.std() > 1e-3  # multiplicative: the size differs between images
 
 
 def test_hspace_study_fits_other_sizes_and_validates(unet, resnet):
-    df, images = dl.hspace_study(unet, {"wide": torch.rand(2, 3, 40, 64)}, (1.0,), t_start=100, ddim_steps=1,
+    df, images = dls.hspace_study(unet, {"wide": torch.rand(2, 3, 40, 64)}, (1.0,), t_start=100, ddim_steps=1,
                                  classifier=resnet)
     assert len(df) == 2 and images["wide"][1.0].shape[-2:] == (32, 32)
     with pytest.raises(ValueError, match="mode"):
-        dl.hspace_study(unet, _groups(), (1.0,), mode="scaled", classifier=resnet)
+        dls.hspace_study(unet, _groups(), (1.0,), mode="scaled", classifier=resnet)
     with pytest.raises(ValueError, match="levels"):
-        dl.hspace_study(unet, _groups(), (), classifier=resnet)
+        dls.hspace_study(unet, _groups(), (), classifier=resnet)
     with pytest.raises(ValueError, match="N,3,H,W"):
-        dl.hspace_study(unet, {"gray": torch.rand(2, 1, 32, 32)}, (1.0,), classifier=resnet)
+        dls.hspace_study(unet, {"gray": torch.rand(2, 1, 32, 32)}, (1.0,), classifier=resnet)
 
 
 @pytest.mark.parametrize("task", ["lowlight", "haze", "rain"])
@@ -202,10 +203,10 @@ def test_study_groups_per_degradation(task):
     clean = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     without = torch.nn.Conv2d(3, 3, 3, padding=1)
-    groups = dl.study_groups(clean, task, without, torch.nn.Identity(), seed=4)
-    assert list(groups) == list(dl.STUDY_GROUPS)
+    groups = dls.study_groups(clean, task, without, torch.nn.Identity(), seed=4)
+    assert list(groups) == list(dls.STUDY_GROUPS)
     assert not torch.allclose(groups["degraded"], clean)
-    assert torch.equal(groups["degraded"], dl.study_groups(clean, task, without, torch.nn.Identity(), seed=4)["degraded"])
+    assert torch.equal(groups["degraded"], dls.study_groups(clean, task, without, torch.nn.Identity(), seed=4)["degraded"])
     assert torch.allclose(groups["restored w/ DiffLoss"], groups["degraded"])  # the identity restorer
     with torch.no_grad():
         assert torch.allclose(groups["restored w/o DiffLoss"], without(groups["degraded"]).clamp(0, 1), atol=1e-6)
@@ -216,7 +217,7 @@ def _synthetic_rows():
     rng = np.random.default_rng(0)
     rows = []
     for deg in ("lowlight", "haze"):
-        for gi, grp in enumerate(dl.STUDY_GROUPS):
+        for gi, grp in enumerate(dls.STUDY_GROUPS):
             for li, lv in enumerate((0.5, 1.0, 2.0, 4.0), start=1):
                 for i in range(5):
                     rows.append({"degradation": deg, "group": grp, "mode": "multiplicative", "level": lv,
@@ -229,7 +230,7 @@ def test_summary_rows_are_tidy_and_correct():
     from scipy import stats
 
     df = _synthetic_rows()
-    s = dl.hspace_summary(df)
+    s = dls.hspace_summary(df)
     assert list(s.columns) == ["degradation", "group", "level", "mode", "metric", "value", "n_images"]
     assert set(s.metric) == {"feature_l2_mean", "feature_l2_std", "feature_l2_ci95", "rel_h_perturbation_mean"}
     assert (s.n_images == 5).all() and len(s) == 2 * 4 * 4 * 4
@@ -243,17 +244,17 @@ def test_fig2b_plots_every_group_visibly_with_the_legend_outside():
     import matplotlib.pyplot as plt
 
     df = _synthetic_rows()
-    fig = dl.plot_hspace_study(df)
+    fig = dls.plot_hspace_study(df)
     fig.canvas.draw()
     axes = [ax for ax in fig.axes if ax.get_title() in ("lowlight", "haze")]
     assert len(axes) == 2
     legend = fig.legends[0]
-    assert [t.get_text() for t in legend.get_texts()] == list(dl.STUDY_GROUPS)
+    assert [t.get_text() for t in legend.get_texts()] == list(dls.STUDY_GROUPS)
     lb = legend.get_window_extent()
     for ax in axes:
         assert not lb.overlaps(ax.get_window_extent())  # the legend hides no bar
         conts = ax.containers
-        assert [c.get_label() for c in conts] == list(dl.STUDY_GROUPS)
+        assert [c.get_label() for c in conts] == list(dls.STUDY_GROUPS)
         xs = [tuple(np.round(c.lines[0].get_xdata(), 3)) for c in conts]
         assert len(set(xs)) == 4  # offset: no series sits on top of another
         y0, y1 = ax.get_ylim()
@@ -263,7 +264,7 @@ def test_fig2b_plots_every_group_visibly_with_the_legend_outside():
             assert ((line.get_ydata() >= y0) & (line.get_ydata() <= y1)).all()
         assert ax.get_xlabel().startswith("perturbation level")
         assert "①" in ax.get_xticklabels()[0].get_text()
-    assert axes[0].get_ylabel().replace("\n", " ") == dl.Y_LABEL
+    assert axes[0].get_ylabel().replace("\n", " ") == dls.Y_LABEL
     assert "Fig. 2b" in fig.get_suptitle()
     # an error bar's half-height is the 95% t-interval of that point's mean
     d = df[(df.degradation == "lowlight") & (df.group == "clean") & (df.level == 1.0)].distance.to_numpy()
@@ -273,28 +274,28 @@ def test_fig2b_plots_every_group_visibly_with_the_legend_outside():
     assert (seg[1][1] - seg[0][1]) / 2 == pytest.approx(stats.t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5), rel=1e-6)
     plt.close(fig)
     with pytest.raises(ValueError, match="one perturbation mode"):
-        dl.plot_hspace_study(pd.concat([df, df.assign(mode="additive")]))
+        dls.plot_hspace_study(pd.concat([df, df.assign(mode="additive")]))
 
 
 def test_fig2a_strip_layout(unet, resnet):
     import matplotlib.pyplot as plt
 
     groups = _groups()
-    _, images = dl.hspace_study(unet, groups, (1.0, 2.0), t_start=100, ddim_steps=1, classifier=resnet, keep_images=1)
-    fig = dl.plot_regeneration_strip(images, inputs=groups, mode="multiplicative")
+    _, images = dls.hspace_study(unet, groups, (1.0, 2.0), t_start=100, ddim_steps=1, classifier=resnet, keep_images=1)
+    fig = dls.plot_regeneration_strip(images, inputs=groups, mode="multiplicative")
     assert len(fig.axes) == 3 * 4
     assert [ax.get_title() for ax in fig.axes[:4]] == ["input", "unperturbed", "① s=1", "② s=2"]
     assert [fig.axes[4 * r].get_ylabel() for r in range(3)] == list(groups)
     plt.close(fig)
     with pytest.raises(IndexError, match="keep_images"):
-        dl.plot_regeneration_strip(images, index=1)
+        dls.plot_regeneration_strip(images, index=1)
 
 
 def test_save_hspace_figures_writes_pngs_and_captions(unet, resnet, tmp_path):
     groups = _groups()
-    df, images = dl.hspace_study(unet, groups, (1.0,), t_start=100, ddim_steps=1, classifier=resnet, keep_images=1,
+    df, images = dls.hspace_study(unet, groups, (1.0,), t_start=100, ddim_steps=1, classifier=resnet, keep_images=1,
                                  degradation="lowlight")
-    paths = dl.save_hspace_figures(df, tmp_path, smoke=True, strips={"lowlight, multiplicative": images},
+    paths = dls.save_hspace_figures(df, tmp_path, smoke=True, strips={"lowlight, multiplicative": images},
                                    inputs={"lowlight, multiplicative": groups})
     assert [p.name for p in paths] == ["diffloss_fig2b_multiplicative.png", "diffloss_fig2a_lowlightmultiplicative.png"]
     for p in paths:
@@ -302,4 +303,4 @@ def test_save_hspace_figures_writes_pngs_and_captions(unet, resnet, tmp_path):
         assert p.is_file() and meta["smoke"] is True and meta["paper"] == "diffloss"
     assert "ResNet-50" in json.loads(paths[0].with_suffix(".json").read_text())["caption"]
     with pytest.raises(ValueError, match="mode"):
-        dl.save_hspace_figures(df, tmp_path, smoke=True, strips={"lowlight": images})
+        dls.save_hspace_figures(df, tmp_path, smoke=True, strips={"lowlight": images})

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from irlib import dinoir
-from irlib.plan import Builder, RunStore, runner
-from irlib.plan.features import FeatureBank
-from irlib.plan.runner import build_model
-from irlib.plan.spec import TestSet as TS
-from irlib.plan.store import StudyContext
+from irlib.papers.dinoir import studies as dstudies
+from irlib.engine import Builder, RunStore, runner
+from irlib.engine.features import FeatureBank
+from irlib.engine.runner import build_model
+from irlib.engine.spec import TestSet as TS
+from irlib.engine.jobs import StudyContext
 from irlib.results import reference
 
 KEY = ["table", "method", "setting", "dataset", "metric"]
@@ -55,20 +56,20 @@ def _ctx(store, tmp_path, fb, name, deps=()):
 def test_joint_pca_is_fitted_on_every_image():
     torch.manual_seed(0)
     feats = {"clean": torch.randn(8, 4, 4), "rainy": torch.randn(8, 4, 4) + 2.0, "noisy": torch.randn(8, 4, 4) - 1.0}
-    pca, proj = dinoir.joint_pca(feats)
+    pca, proj = dstudies.joint_pca(feats)
     everything = torch.cat([f.reshape(8, -1).T for f in feats.values()]).double().numpy()
     assert np.allclose(pca.mean_, everything.mean(axis=0))
     assert not np.allclose(pca.mean_, feats["clean"].reshape(8, -1).T.double().numpy().mean(axis=0))
-    only_clean, _ = dinoir.joint_pca(feats, fit_on=["clean"])
+    only_clean, _ = dstudies.joint_pca(feats, fit_on=["clean"])
     assert np.allclose(only_clean.mean_, feats["clean"].reshape(8, -1).T.double().numpy().mean(axis=0))
     assert all(p.shape == (4, 4, 3) for p in proj.values())
-    rgb = dinoir.pca_rgb(feats)  # one colour scale for the whole row: each component spans [0, 1] over all images
+    rgb = dstudies.pca_rgb(feats)  # one colour scale for the whole row: each component spans [0, 1] over all images
     allp = np.concatenate([m.reshape(-1, 3) for m in rgb.values()])
     assert np.allclose(allp.min(0), 0) and np.allclose(allp.max(0), 1)
 
 
 def test_fig3b_sigma_list_matches_the_papers_image_variance():
-    psnr = 20 * np.log10(255 / np.array(dinoir.FIG3B_SIGMAS, dtype=float))   # unclipped Gaussian noise
+    psnr = 20 * np.log10(255 / np.array(dstudies.FIG3B_SIGMAS, dtype=float))   # unclipped Gaussian noise
     assert np.var(psnr) == pytest.approx(36.5, abs=0.05)     # paper: 36.85
 
 
@@ -76,12 +77,12 @@ def test_feature_psnr_conventions():
     torch.manual_seed(0)
     f, g = torch.randn(48, 4, 4, dtype=torch.float64), torch.randn(48, 4, 4, dtype=torch.float64)
     # min-max reading is blind to an affine rescaling of both maps; the clean-range reading uses the clean range
-    assert dinoir.feature_psnr(3 * f + 1, 3 * g + 1) == pytest.approx(dinoir.feature_psnr(f, g), abs=1e-9)
+    assert dstudies.feature_psnr(3 * f + 1, 3 * g + 1) == pytest.approx(dstudies.feature_psnr(f, g), abs=1e-9)
     peak = float(g.max() - g.min())
     want = 10 * np.log10(peak ** 2 / float(((f - g) ** 2).mean()))
-    assert dinoir.feature_psnr(f, g, "clean-range") == pytest.approx(want, rel=1e-6)
+    assert dstudies.feature_psnr(f, g, "clean-range") == pytest.approx(want, rel=1e-6)
     with pytest.raises(ValueError, match="norm"):
-        dinoir.feature_psnr(f, g, "peak")
+        dstudies.feature_psnr(f, g, "peak")
 
 
 def test_noise_robustness_measures_what_the_vit_sees():
@@ -89,7 +90,7 @@ def test_noise_robustness_measures_what_the_vit_sees():
     dino = dinoir.DINOFeatures(pretrained=False, tiny=True, img_size=224)
     img = torch.rand(3, 240, 300)
     sig = np.array([5, 10, 20, 40, 80])
-    df = dinoir.noise_robustness(dino, img, sigmas=tuple(sig), norm="clean-range")
+    df = dstudies.noise_robustness(dino, img, sigmas=tuple(sig), norm="clean-range")
     assert df.attrs["side"] == 224                    # a 224 px centre crop: the ViT sees it without resampling
     im = df[df.kind == "image"].set_index("sigma").PSNR
     assert np.allclose(im.values, 20 * np.log10(255 / sig), atol=0.05)
@@ -97,7 +98,7 @@ def test_noise_robustness_measures_what_the_vit_sees():
     fi = df[df.kind == "f_IMAGE"].set_index("sigma")
     assert np.var(fi.PSNR.values) == pytest.approx(np.var(im.values), rel=0.03)
     assert set(df.kind) == {"image", "f_IMAGE", "f_DINO"} and abs(df.groupby("kind").deviation.sum()).max() < 1e-9
-    small = dinoir.noise_robustness(dino, img[:, :100, :100], sigmas=(10,))  # smaller than 224: resized view
+    small = dstudies.noise_robustness(dino, img[:, :100, :100], sigmas=(10,))  # smaller than 224: resized view
     assert small.attrs["side"] == 98                  # the short side, down to the 14 px patch grid
 
 
@@ -114,7 +115,7 @@ def test_random_dino_blocks_differ_and_are_reproducible():
 
 def test_fig3b_study_rows_carry_the_reference_keys(tmp_path, fb):
     ctx = _ctx(RunStore(tmp_path / "runs"), tmp_path, fb, "Fig. 3b")
-    rows = dinoir.fig3b_study(ctx, "offline", limit=2, sigmas=(10, 25, 50))
+    rows = dstudies.fig3b_study(ctx, "offline", limit=2, sigmas=(10, 25, 50))
     assert _keys(rows) == _ref_keys("Fig. 3b")
     assert (rows.n_images == 2).all() and (rows.value > 0).all()
     assert (ctx.out / "fig3b.csv").is_file()
@@ -123,7 +124,7 @@ def test_fig3b_study_rows_carry_the_reference_keys(tmp_path, fb):
 def test_gating_study_rows_carry_the_reference_keys(tmp_path, fb):
     spec, store, model = _trained(tmp_path, "DINO-IR", fb, layers=(2, 6, 11))
     ctx = _ctx(store, tmp_path, fb, "Text", deps=(spec,))
-    rows = dinoir.gating_study(ctx, (("offline", "rain"), ("offline", "noise25")), limit=2)
+    rows = dstudies.gating_study(ctx, (("offline", "rain"), ("offline", "noise25")), limit=2)
     assert _keys(rows) == _ref_keys("Text")
     assert rows.value.sum() == pytest.approx(1.0, abs=1e-5) and (rows.n_images == 4).all()
     lq = runner.test_pairs(TS("offline", "rain", limit=1), "data")[0][0]
@@ -136,10 +137,10 @@ def test_gating_study_rows_carry_the_reference_keys(tmp_path, fb):
 def test_fig5_light_rain_is_the_derainer_output(tmp_path, fb):
     spec, store, model = _trained(tmp_path, "Restormer", fb)
     ctx = _ctx(store, tmp_path, fb, "Fig. 5", deps=(spec,))
-    rows = dinoir.fig5_study(ctx, "offline", limit=2)
+    rows = dstudies.fig5_study(ctx, "offline", limit=2)
     z = np.load(ctx.out / "fig5.npz")
     heavy, clean = runner.test_pairs(TS("offline", "rain", limit=1), "data")[0]
-    light = dinoir.derain(model.eval(), heavy)
+    light = dstudies.derain(model.eval(), heavy)
     assert list(z["names"]) == ["heavy rain", "light rain", "no rain"]
     assert np.allclose(z["images"][1], light.permute(1, 2, 0).numpy(), atol=1e-6)
     assert not np.allclose(z["images"][1], z["images"][0], atol=1e-3)

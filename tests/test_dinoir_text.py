@@ -35,9 +35,9 @@ def test_dpc_is_the_ratio_of_l1_distances(dino):
 
 
 def test_plan_dpc_term_reads_the_shallow_blocks(dino):
-    from irlib.plan import build
-    from irlib.plan.features import FeatureBank
-    from irlib.plan.runner import build_model, build_terms
+    from irlib.papers import build
+    from irlib.engine.features import FeatureBank
+    from irlib.engine.runner import build_model, build_terms
 
     spec = next(r for r in build("dinoir", "smoke").runs() if r.net == "DINO-IR" and len(r.train) == 4
                 and any(t.name == "dpc" for t in r.terms))

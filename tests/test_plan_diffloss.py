@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from irlib import plan
-from irlib.plan import Measure, RunStore, Study
-from irlib.plan import spec as plan_spec
-from irlib.plan.papers import diffloss as D
+from irlib.engine import Measure, RunStore, Study
+from irlib.engine import spec as plan_spec
+from irlib.papers.diffloss import plan as D
+from irlib.papers.diffloss import studies as dls
 from irlib.results import reference
 
 KEY = ["paper", "table", "method", "setting", "dataset", "metric"]
@@ -44,9 +45,9 @@ def test_rows_are_the_references_own_rows(full):
 
 
 def test_study_groups_are_the_diffloss_modules():
-    from irlib import diffloss as dl
+    from irlib.papers.diffloss import studies as dls
 
-    assert D.STUDY_GROUPS == dl.STUDY_GROUPS
+    assert D.STUDY_GROUPS == dls.STUDY_GROUPS
 
 
 def test_labels_and_networks(full):
@@ -119,9 +120,9 @@ def test_table2_and_fig2_studies_use_the_table1_efficient_restorers(full):
 
 
 def test_rehearsal_and_smoke_profiles(full):
-    from irlib.plan.features import FeatureBank
+    from irlib.engine.features import FeatureBank
     from irlib import losses
-    from irlib.plan.runner import _term
+    from irlib.engine.runner import _term
 
     rh = plan.build("diffloss", "rehearse")
     assert len(rh.runs()) == len(full.runs()) == 24
@@ -142,7 +143,7 @@ def test_rehearsal_and_smoke_profiles(full):
 
 def test_adm_view_at_a_smaller_side_shares_weights_and_leaves_the_unet_alone():
     from irlib import diffloss as dl
-    from irlib.plan.papers.diffloss_figs import _at_side
+    from irlib.papers.diffloss.figures import _at_side
 
     torch.manual_seed(0)
     unet = dl.ADMUNet(dl.ADM_TINY).eval().requires_grad_(False)
@@ -150,7 +151,7 @@ def test_adm_view_at_a_smaller_side_shares_weights_and_leaves_the_unet_alone():
     assert view.cfg.image_size == 64 and unet.cfg.image_size == 32 and _at_side(unet, 0) is unet
     assert all(a is b for a, b in zip(view.parameters(), unet.parameters()))
     x = torch.rand(1, 3, 64, 64)
-    y = dl.regenerate(view, x, t_start=100, steps=1, strength=1.0)
+    y = dls.regenerate(view, x, t_start=100, steps=1, strength=1.0)
     assert y.shape == x.shape and unet.h_hook is None and view.h_hook is None
     t = torch.tensor([100])
     assert torch.equal(view(x, t), unet(x, t))
@@ -160,15 +161,15 @@ def test_rehearsal_of_the_iat_pair_end_to_end(tmp_path):
     """Table 1's IAT pair on synthetic LOL: train (the real 256-px ADM architecture at 32 px), evaluate, gather
     with the paired bootstrap, draw a Fig. 1b-style comparison."""
     from irlib.data.splits import synth
-    from irlib.plan.drawing import FigureContext, draw
-    from irlib.plan.features import FeatureBank
+    from irlib.engine.drawing import FigureContext, draw
+    from irlib.engine.features import FeatureBank
 
     synth(tmp_path / "data", only=["lol"])
     p = plan.build("diffloss", "rehearse")
     p = dataclasses.replace(p, rows=[r for r in p.rows if r.key.table == "Table 1"
                                      and r.key.method in ("IAT", "w/ DiffLoss (IAT)")], figures=[])
     store = RunStore(tmp_path / "runs")
-    st = plan.execute(p, store, data_root=tmp_path / "data")
+    st = plan.execute(p, store, plan.Context(tmp_path / "data", store.root))
     assert list(st.state) == ["done", "done"], st.error.tolist()
     rows = plan.gather(p, store)
     assert len(rows) == 4 and rows.value.notna().all() and (rows.n_images == 2).all()
@@ -182,7 +183,7 @@ def test_rehearsal_of_the_iat_pair_end_to_end(tmp_path):
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)   # the DiffLoss gradient reached the restorer
     lol = D._fig_ts(plan.Builder("diffloss", "rehearse"), "lol:test", "lowlight")
     row = ("IAT, LOL", lol, "rgb", (("IAT", 0), ("w/ DiffLoss (IAT)", 1)))
-    spec = plan.FigureSpec("diffloss", "Fig. 1b", "test", "irlib.plan.papers.diffloss_figs:visual_grid",
+    spec = plan.FigureSpec("diffloss", "Fig. 1b", "test", "irlib.papers.diffloss.figures:visual_grid",
                            (("rows", (row,)),), (base, var))
     ctx = FigureContext(spec, store, rows, tmp_path / "out", str(tmp_path / "data"), "cpu",
                         FeatureBank("random", "full"), "rehearse")

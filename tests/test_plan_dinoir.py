@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from irlib import plan
-from irlib.plan.spec import Average, Measure, RowKey, Study
+from irlib.engine.spec import Average, Measure, RowKey, Study
 from irlib.results import reference
 
 KEY = ["paper", "table", "method", "setting", "dataset", "metric"]
@@ -90,15 +90,15 @@ def test_what_each_run_trains(full):
     assert [(s.dataset, s.task) for s in single.train] == [("bsd400:train", "noise15|noise25|noise50"),
                                                            ("wed:train", "noise15|noise25|noise50")]
     assert single.schedule.batch == 4 and single.schedule.patch == 128
-    from irlib.plan.papers import dinoir as plan_mod
+    from irlib.papers.dinoir import plan as plan_mod
 
     per_sigma = plan_mod.build(plan.get_profile("full"), per_sigma=True)
     assert len(per_sigma.runs()) == 17
 
 
 def test_v0_and_the_baseline_build_without_dinov2():
-    from irlib.plan.features import FeatureBank
-    from irlib.plan.runner import build_model
+    from irlib.engine.features import FeatureBank
+    from irlib.engine.runner import build_model
 
     smoke = plan.build("dinoir", "smoke")
     fb = FeatureBank("random", "tiny")
@@ -139,7 +139,7 @@ def test_rehearsal_of_table_5_end_to_end(tmp_path):
     p = plan.build("dinoir", "rehearse").select(["Table 5"])
     assert len(p.runs()) == 4 and all(r.limits is not None and r.weights == "random" for r in p.runs())
     store = plan.RunStore(tmp_path / "runs")
-    status = plan.execute(p, store, executor="inline", data_root=root)
+    status = plan.execute(p, store, plan.Context(root, store.root), executor="inline")
     assert (status.state == "done").all(), status.error.tolist()
     rows = plan.gather(p, store)
     assert len(rows) == 4 and rows.value.notna().all() and np.isfinite(rows.value).all()
@@ -151,7 +151,7 @@ def test_rehearsal_of_table_5_end_to_end(tmp_path):
 def test_runner_pools_clean_sources_and_draws_alternative_tasks(tmp_path):
     from irlib.data import PatchBatches
     from irlib.data.splits import synth
-    from irlib.plan.runner import effective_schedule, training_batches
+    from irlib.engine.runner import effective_schedule, training_batches
 
     root = tmp_path / "data"
     synth(root, n=2, only=["bsd400", "wed", "did", "reside_ots"])

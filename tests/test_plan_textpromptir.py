@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from irlib import plan
-from irlib.plan.spec import Average, Measure, RowKey
+from irlib.engine.spec import Average, Measure, RowKey
 from irlib.results import reference
 
 KEY = ["paper", "table", "method", "setting", "dataset", "metric"]
@@ -122,7 +122,7 @@ def test_rehearsal_of_table_4_end_to_end(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # small ops: extra OpenMP threads only wait on each other on a shared CPU
     try:
-        status = plan.execute(p, store, executor="inline", data_root=root)
+        status = plan.execute(p, store, plan.Context(root, store.root), executor="inline")
     finally:
         torch.set_num_threads(threads)
     assert (status.state == "done").all(), status.error.tolist()
@@ -134,7 +134,7 @@ def test_rehearsal_of_table_4_end_to_end(tmp_path):
     ours = rows[rows.method == "TextPromptIR"]
     assert (ours.baseline == "TextPromptIR w.o. SGI").all() and ours.gain.notna().all()
     # the all-in-one data: one pooled BSD400+WED source drawing all three noise levels, Rain100L, OTS
-    from irlib.plan.runner import effective_schedule, training_batches
+    from irlib.engine.runner import effective_schedule, training_batches
 
     (aio,) = {r.key(): r for r in p.runs() if r.forward == "text"}.values()
     batches = training_batches(aio, str(root), effective_schedule(aio))

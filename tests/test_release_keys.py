@@ -161,7 +161,10 @@ def test_msbdn_fusion_lists_are_registered_once():
 # ------------------------------------------------------------------ no module registered twice
 
 def _constructible(cls: type) -> bool:
+    """Buildable with its defaults and without fetching pretrained weights (those get explicit entries below)."""
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if any(p.name in ("pretrained", "weights") and p.default not in (False, None) for p in params):
+        return False
     return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
@@ -170,6 +173,7 @@ def _irlib_networks():
     plus small DINO-IR, TextPromptIR and ADM UNet configs."""
     from irlib.diffloss import ADM_TINY, ADMUNet
     from irlib.dinoir import DINOIR, DINOFeatures
+    from irlib.models.classifiers import ResNetFeatures
     from irlib.models.restormer import TINY
     from irlib.textprompt import TextPromptIR
 
@@ -186,7 +190,8 @@ def _irlib_networks():
     dino = lambda: DINOFeatures(pretrained=False, tiny=True, img_size=56)  # noqa: E731
     out += [("dinoir.DINOFeatures(tiny)", dino), ("dinoir.DINOIR(tiny)", lambda: DINOIR(dino(), **TINY)),
             ("textprompt.TextPromptIR(tiny)", lambda: TextPromptIR(text_dim=12, **TINY)),
-            ("diffloss.ADMUNet(ADM_TINY)", lambda: ADMUNet(ADM_TINY))]
+            ("diffloss.ADMUNet(ADM_TINY)", lambda: ADMUNet(ADM_TINY)),
+            ("classifiers.ResNetFeatures(random)", lambda: ResNetFeatures(weights=None))]
     return out
 
 

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from irlib.figures import save_figure
 from irlib.report import (GAIN_TITLE, RANDOM_WEIGHTS_BANNER, REHEARSE_BANNER, build_table, load_rows,
                           split_setting, write_report)
-from irlib.results import SMOKE_BANNER, reference
+from irlib.report import SMOKE_BANNER
+from irlib.results import reference
 
 CHROMIUM = "/usr/bin/chromium"
 SKIP_REASON = "skipped: EDSR-light+SPN x4 Urban100 not under data_root"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from irlib import plan
-from irlib.plan.preflight import preflight
+from irlib.engine.preflight import preflight
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def _nb(path: Path, code: str, extra_params: str = "") -> None:
     nbformat.write(n, path)
 
 
-WRITE_ROW = ("from irlib.plan import ROW_COLUMNS\nimport pandas as pd, os\nos.makedirs(out_dir, exist_ok=True)\n"
+WRITE_ROW = ("from irlib.engine import ROW_COLUMNS\nimport pandas as pd, os\nos.makedirs(out_dir, exist_ok=True)\n"
              "pd.DataFrame([dict(paper='spn', table='Table 8', method='EDSR-light', setting='lambda=0', dataset='Set14', "
              "metric='PSNR', value=1.0, profile=profile, weights='random', notes=str({note}))], columns=ROW_COLUMNS)"
              ".to_csv(out_dir + '/results.csv', index=False)\n")

@@ -84,7 +84,7 @@ def test_failing_notebook_is_recorded_and_others_continue(tmp_path, monkeypatch)
         return n
 
     nbformat.write(nb("raise RuntimeError('boom')"), nbdir / "a_fail.ipynb")
-    nbformat.write(nb("import os, pandas as pd\nfrom irlib.plan import ROW_COLUMNS\nos.makedirs(out_dir, exist_ok=True)\n"
+    nbformat.write(nb("import os, pandas as pd\nfrom irlib.engine import ROW_COLUMNS\nos.makedirs(out_dir, exist_ok=True)\n"
                       "pd.DataFrame([dict(paper='spn', table='Table 8', method='EDSR-light', setting='lambda=0', "
                       "dataset='Set14', metric='PSNR', value=1.0)], columns=ROW_COLUMNS).to_csv(out_dir + '/results.csv', index=False)"),
                    nbdir / "b_ok.ipynb")

@@ -219,7 +219,7 @@ def test_psnr_loss_is_minus_psnr():
 
 def test_runs_follow_their_schedule():
     from irlib.data import PatchBatches, sample_images
-    from irlib.plan.store import build_trainer
+    from irlib.engine.jobs import build_trainer
 
     sch = Schedule(4, 2, 16, 1e-3, optimizer="adamw", betas=(0.9, 0.9), weight_decay=0.01, decay="step", milestones=(2,))
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""irlib.plan.slurm: one array job per submission, requeue through Checkpointable, status and cancel.
+"""irlib.engine.slurm: one array job per submission, requeue through Checkpointable, status and cancel.
 
 On a real Slurm cluster when ``sinfo`` shows a usable node (CI starts a one-node cluster with
 ``.ci/slurm.sh``); the same submit path always runs through submitit's local executor too.
@@ -20,7 +20,7 @@ import cloudpickle
 import pandas as pd
 import pytest
 
-from irlib.plan import slurm
+from irlib.engine import slurm
 
 # The job functions below travel to the compute node by value: this test module is not importable there.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -147,7 +147,7 @@ def test_local_submit_runs_every_key_and_records_it(dirs: tuple[Path, Path]) -> 
         assert (out["key"], out["device"]) == (key, "cpu")
         assert out["pid"] != os.getpid()  # ran in a separate process
     # the record is readable from another process and status agrees with the outputs
-    code = f"from irlib.plan import slurm; print(slurm.status({str(folder)!r}).to_json(orient='records'))"
+    code = f"from irlib.engine import slurm; print(slurm.status({str(folder)!r}).to_json(orient='records'))"
     rows = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                      check=True).stdout)
     assert [(r["key"], r["state"], r["source"], r["cluster"]) for r in rows] == [

@@ -97,8 +97,8 @@ def test_synth_keeps_training_splits_at_full_side_and_shrinks_the_rest(tmp_path)
 
 
 def test_big_training_sets_are_read_lazily_and_subsets_are_fixed(tmp_path, monkeypatch):
-    from irlib.plan import runner
-    from irlib.plan.spec import Source
+    from irlib.engine import runner
+    from irlib.engine.spec import Source
     from irlib.schedules import Schedule
 
     synth(tmp_path, n=6, side=40, only=["reside_ots"])

@@ -270,3 +270,15 @@ class PairedFolder(torch.utils.data.Dataset):
         p, q = self.pairs[i]
         item = {"lq": load_image(p), "gt": load_image(q), "name": p.stem}
         return self.transform(item) if self.transform else item
+
+
+def synth_image(k: int, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth, textured synthetic photo (gradients + blobs + a little noise), uint8 HxWx3."""
+    y, x = np.mgrid[0:side, 0:side] / side
+    img = np.stack([np.sin(2 * np.pi * (x * (k + 1) + y)), np.cos(2 * np.pi * (y * (k + 2) - x)), x * y], -1)
+    for _ in range(6):
+        cy, cx, r = rng.random(3) * [1, 1, 0.3]
+        img += rng.normal(0, 0.6, 3) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * (0.05 + r) ** 2))[..., None]
+    img = (img - img.min()) / (np.ptp(img) + 1e-8)
+    img += rng.normal(0, 0.02, img.shape)
+    return (img.clip(0, 1) * 255).astype(np.uint8)

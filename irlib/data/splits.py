@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import IMAGE_SUFFIXES, DatasetError, load_image
+from .datasets import IMAGE_SUFFIXES, DatasetError, load_image, synth_image
 from .fetch import load_manifest, manifest_dir
 
 _FIELD = re.compile(r"\{(\w+)(?::([^{}]+))?\}")
@@ -229,18 +229,6 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return _FIELD.sub(lambda m: values[m.group(1)], template)
 
 
-def _synth_image(k: int, side: int, rng: np.random.Generator) -> np.ndarray:
-    """A smooth, textured synthetic photo (gradients + blobs + a little noise), uint8 HxWx3."""
-    y, x = np.mgrid[0:side, 0:side] / side
-    img = np.stack([np.sin(2 * np.pi * (x * (k + 1) + y)), np.cos(2 * np.pi * (y * (k + 2) - x)), x * y], -1)
-    for _ in range(6):
-        cy, cx, r = rng.random(3) * [1, 1, 0.3]
-        img += rng.normal(0, 0.6, 3) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * (0.05 + r) ** 2))[..., None]
-    img = (img - img.min()) / (np.ptp(img) + 1e-8)
-    img += rng.normal(0, 0.02, img.shape)
-    return (img.clip(0, 1) * 255).astype(np.uint8)
-
-
 def synth(root: str | Path, n: int = 3, side: int = 128, only: list[str] | None = None,
           test_side: int | None = None, train_refs: set[str] | None = None) -> list[Path]:
     """Write ``n`` tiny image (pairs) into every declared split of every manifest (or the manifests in
@@ -259,7 +247,7 @@ def synth(root: str | Path, n: int = 3, side: int = 128, only: list[str] | None 
         base = root / sp.manifest
         rng = np.random.default_rng(int.from_bytes(hashlib.sha256(sp.ref.encode()).digest()[:4], "little"))
         if sp.kind == "cub":
-            from ..classify import synth_cub
+            from .cub import synth_cub
 
             synth_cub(base, n_classes=2, per_class=max(2, n), side=side)
             written.add(base)
@@ -267,7 +255,7 @@ def synth(root: str | Path, n: int = 3, side: int = 128, only: list[str] | None 
         px = side if test_side is None or train_refs is None or sp.ref in train_refs else test_side
         for k in range(n):
             values = {f: (f"{k + 10}" if f == "id" else "1") for f in set(_fields(sp.gt) + _fields(sp.lq or ""))}
-            gt = _synth_image(k, px, rng)
+            gt = synth_image(k, px, rng)
             path = base / (_fill(sp.gt, values) + ".png")
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(gt).save(path)

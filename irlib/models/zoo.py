@@ -4,7 +4,7 @@ CPU smoke runs (same code path). ``create(name, size=..., **kw)`` builds one.
 An entry also records what evaluation needs: ``pad`` (inputs are reflect-padded to a multiple of it and the
 output cropped back), ``min_patch`` (the smallest training patch the architecture accepts, e.g. IDT's fixed
 128-pixel windows) and whether it takes an SR ``scale``. Networks guided by a frozen feature network (DINO-IR
-by DINOv2, TextPromptIR by a text encoder) get it from ``features``, a :class:`irlib.plan.features.FeatureBank`.
+by DINOv2, TextPromptIR by a text encoder) get it from ``features``, a :class:`irlib.engine.features.FeatureBank`.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _textpromptir(size: str, tiny_kw: dict, features=None, use_text: bool = True
                   **kw) -> nn.Module:
     """``text_dim``: the guidance width of the run's text encoder (default: the FeatureBank's default encoder;
     768 = BERT-base without one)."""
-    from ..textprompt import TextPromptIR
+    from .textpromptir import TextPromptIR
 
     if text_dim is None:
         text_dim = features.text_dim() if (features is not None and use_text) else 768
@@ -65,7 +65,7 @@ def _textpromptir(size: str, tiny_kw: dict, features=None, use_text: bool = True
 
 def _dinoir(size: str, tiny_kw: dict, features=None, use_psf: bool = True, layers: tuple[int, ...] | None = None,
             **kw) -> nn.Module:
-    from ..dinoir import DINOIR
+    from .dinoir import DINOIR
 
     if features is None:
         raise ValueError("DINO-IR needs a FeatureBank for its frozen DINOv2")

@@ -1,6 +1,6 @@
-"""TextPromptIR's figures and its one study (Fig. 10), as the plan (:mod:`irlib.plan.papers.textpromptir`) declares
-them. Figure functions take a :class:`irlib.plan.drawing.FigureContext`, the study a
-:class:`irlib.plan.store.StudyContext`; every network is loaded with the feature networks its run was trained
+"""TextPromptIR's figures and its one study (Fig. 10), as the plan (:mod:`irlib.papers.textpromptir.plan`) declares
+them. Figure functions take a :class:`irlib.engine.drawing.FigureContext`, the study a
+:class:`irlib.engine.jobs.StudyContext`; every network is loaded with the feature networks its run was trained
 with (its job's context), so a figure sees the same task-specific encoder as the run."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ...prompts import TASK_NAMES, prompts_for
-from ..spec import RunSpec, TestSet
+from ...engine.spec import RunSpec, TestSet
 
 TYPE_COLOURS = {"denoise": "tab:blue", "derain": "tab:green", "dehaze": "tab:orange"}
 SET_MARKERS = "os^DvP*X"
@@ -24,14 +24,16 @@ SET_MARKERS = "os^DvP*X"
 def _bank(ctx, run: RunSpec):
     """The feature networks ``run`` was trained with: its job's context in the store (local weight files, the text
     encoder cache and the fine-tuning length of the task-specific BERT)."""
-    from ..features import FeatureBank
+    from ...engine.features import FeatureBank
 
-    return FeatureBank.for_run(run, ctx.device, ctx.store.job(run.key()).get("context"))
+    return FeatureBank.for_run(run, ctx.device, ctx.store.context(run.key()))
 
 
 def _load(ctx, run: RunSpec):
     fb = _bank(ctx, run)
-    return ctx.store.load_model(run, fb, ctx.device), fb
+    from ...engine.jobs import load_model
+
+    return load_model(ctx.store, run, fb, ctx.device), fb
 
 
 @torch.no_grad()
@@ -53,7 +55,7 @@ def _restore(model, run: RunSpec, fb, lq: torch.Tensor, task: str = "", sentence
 
 
 def _pairs(ctx, ts: TestSet, n: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from ..runner import test_pairs
+    from ...engine.runner import test_pairs
 
     if n is not None:
         ts = dataclasses.replace(ts, limit=min(ts.limit or n, n))
@@ -104,7 +106,7 @@ def visual_grid(ctx, rows: Sequence[tuple[str, TestSet, tuple[int, int]]], names
     are centre-cropped to it before restoration."""
     import matplotlib.pyplot as plt
 
-    from ..drawing import crop_box
+    from ...engine.drawing import crop_box
 
     models: dict[int, tuple] = {}
     ncol = 3 + ground_truth
@@ -215,7 +217,7 @@ def two_prompts(ctx, noise: str = "noise25") -> Path:
     over channels) under each."""
     import matplotlib.pyplot as plt
 
-    from ..runner import apply_task
+    from ...engine.runner import apply_task
 
     run, ts = ctx.spec.runs[0], ctx.spec.testset
     model, fb = _load(ctx, run)

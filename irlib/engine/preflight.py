@@ -10,12 +10,14 @@ checked.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 
-from .core import Plan
-from .spec import Measure, RunSpec
+from .spec import Average, Measure, RunSpec, Study
+
+if TYPE_CHECKING:
+    from .core import Plan
 
 # which weights manifest (data_manifests/weights/NAME.yaml) a term, network or metric needs
 TERM_WEIGHTS = {"spn": "vgg19_imagenet", "cr": "vgg19_imagenet", "perceptual": "vgg16_imagenet",
@@ -98,7 +100,6 @@ def _measure_refs(m: Measure) -> set[str]:
 
 def needed_data(plans: Sequence[Plan]) -> dict[str, set[str]]:
     """Data reference (``manifest:split``) -> the paper/tables that read it."""
-    from .spec import Average, Study
 
     out: dict[str, set[str]] = {}
     for p in plans:
@@ -129,7 +130,7 @@ def data_state(ref: str, data_root: str | Path) -> tuple[str, str]:
     sp = get_split(ref)
     try:
         if sp.kind == "cub":
-            from ..classify import load_cub
+            from ..data.cub import load_cub
 
             load_cub(Path(data_root) / sp.manifest)
         else:

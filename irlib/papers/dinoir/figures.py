@@ -1,6 +1,6 @@
 """DINO-IR's figures, drawn from the plan's rows and the arrays its studies saved (:mod:`irlib.dinoir`).
 
-Each function takes a :class:`irlib.plan.drawing.FigureContext` and returns the saved path; every figure has a
+Each function takes a :class:`irlib.engine.drawing.FigureContext` and returns the saved path; every figure has a
 title, labelled axes with units where there are axes, a legend where there are several series, and a caption.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..drawing import FigureContext
+from ...engine.drawing import FigureContext
 
 COLOURS = {"image": "tab:green", "f_IMAGE": "tab:orange", "f_DINO": "tab:blue"}   # the paper's Fig. 3b colours
 

@@ -1,5 +1,5 @@
-"""A local-executor worker: ``python -m irlib.plan.worker STORE DEVICE`` reads job keys from stdin, one per
-line, runs each with :func:`irlib.plan.store.run_job`, and answers ``@@irlib ok KEY`` or
+"""A local-executor worker: ``python -m irlib.engine.worker STORE DEVICE`` reads job keys from stdin, one per
+line, runs each with :func:`irlib.engine.jobs.run_job`, and answers ``@@irlib ok KEY`` or
 ``@@irlib failed KEY message`` on stdout (everything else it prints goes to stderr, the slot's log).
 SIGTERM makes the running job checkpoint and the worker exit."""
 from __future__ import annotations
@@ -15,14 +15,14 @@ def _terminate(signum, frame):  # the trainer saves its checkpoint on KeyboardIn
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        print("usage: python -m irlib.plan.worker STORE DEVICE", file=sys.stderr)
+        print("usage: python -m irlib.engine.worker STORE DEVICE", file=sys.stderr)
         return 2
     store, device = argv
     signal.signal(signal.SIGTERM, _terminate)
     proto = sys.stdout
     sys.stdout = sys.stderr  # only protocol lines on the pipe
     from .execute import PROTOCOL
-    from .store import run_job
+    from .jobs import run_job
 
     for line in sys.stdin:
         key = line.strip()

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from ...dinoir import DEFAULT_LAYERS, DPC_LAYERS, DPC_LAYERS_PSF
 from ...schedules import original
-from ..core import Builder, Plan, Profile
-from ..spec import EvalSpec, RunSpec, Term
+from ...engine.core import Builder, Plan, Profile
+from ...engine.spec import EvalSpec, RunSpec, Term
 
 NOISE = "noise15|noise25|noise50"      # one clean-image source, each sample one of the three levels
 # Table 1 columns: (setting, dataset name, data reference, task label); B, N, R, H order of the sources below
@@ -148,7 +148,7 @@ def build(P: Profile, seed: int = 0, *, per_sigma: bool = False, dpc: str = "sha
                   notes=note)
 
     # ---------------------------------------------------------------- DINOv2 analyses (studies)
-    mod = "irlib.dinoir"
+    mod = "irlib.papers.dinoir.studies"
     fig3b = B.study("Fig. 3b", f"{mod}:fig3b_study", dataset=B.data("cbsd68:test"), limit=limit)
     for m in ("f_DINO (DINOv2 features)", "f_IMAGE (patch-embedding features)", "degraded image"):
         B.study_row(fig3b, "Fig. 3b", m, "varying noise levels", "", "variance",
@@ -164,7 +164,7 @@ def build(P: Profile, seed: int = 0, *, per_sigma: bool = False, dpc: str = "sha
                     extra=True)
     fig5 = B.study("Fig. 5", f"{mod}:fig5_study", deps=base if derainer == "multi-task" else v0,
                    dataset=B.data("did:test-heavy"), limit=limit, layers=DPC_LAYERS, label="DID")
-    from ...dinoir import FIG5_CLOSER, FIG5_LIGHT, fig5_features
+    from .studies import FIG5_CLOSER, FIG5_LIGHT, fig5_features
 
     for setting in ("heavy rain", FIG5_LIGHT):
         B.study_row(fig5, "Fig. 5", fig5_features(DPC_LAYERS), setting, "DID", "L1 distance to no rain", extra=True)
@@ -172,16 +172,16 @@ def build(P: Profile, seed: int = 0, *, per_sigma: bool = False, dpc: str = "sha
     B.study_row(fig5, "Fig. 5", fig5_features(DPC_LAYERS), FIG5_CLOSER, "DID", "share of images", extra=True)
 
     # ---------------------------------------------------------------- figures
-    figs = "irlib.plan.papers.dinoir_figs"
+    figs = "irlib.papers.dinoir.figures"
     B.figure("Fig. 1b", "Deblurring as the number of training tasks grows", f"{figs}:tasks_curve", table="Table 6")
     B.figure("Fig. 3a", "Deep DINOv2 features of one image under three degradations", f"{figs}:fig3a", studies=(fig3a,))
     B.figure("Fig. 3b", "PSNR deviation across noise levels: image, f_IMAGE, f_DINO", f"{figs}:fig3b", studies=(fig3b,))
     B.figure("Fig. 5", "Shallow DINOv2 features: heavy rain, light rain (derained), no rain", f"{figs}:fig5",
              studies=(fig5,))
     sots, heavy = ev("reside_sots:outdoor", "haze"), ev("did:test-heavy", "rain")
-    B.figure("Fig. 6", "Dehazing on SOTS (multi-task): Restormer vs DINO-IR", "irlib.plan.drawing:visual_pair",
+    B.figure("Fig. 6", "Dehazing on SOTS (multi-task): Restormer vs DINO-IR", "irlib.engine.drawing:visual_pair",
              runs=(base[0], full[0]), testset=sots.testset, names=("Restormer", "DINO-IR"))
-    B.figure("Fig. 7", "Deraining on DID (multi-task): Restormer vs DINO-IR", "irlib.plan.drawing:visual_pair",
+    B.figure("Fig. 7", "Deraining on DID (multi-task): Restormer vs DINO-IR", "irlib.engine.drawing:visual_pair",
              runs=(base[0], full[0]), testset=heavy.testset, names=("Restormer", "DINO-IR"), channel=rain_channel)
 
     # ---------------------------------------------------------------- rows of other methods

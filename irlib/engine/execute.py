@@ -1,10 +1,14 @@
-"""Executors: run a plan's missing jobs with an existing engine, never a home-made scheduler.
+"""Executors: run a plan's missing jobs. One interface, :class:`Executor` (``submit`` / ``wait`` /
+``terminate``), owned by :func:`execute`; ``irlib reproduce`` builds one with :func:`make_executor` and keeps
+the handle only to terminate it on a signal.
 
 * ``inline`` — in this process, one after another (inside a notebook: today's behaviour);
-* ``local``  — one worker process per slot (a visible GPU, or ``--jobs`` CPU slots): a
-  :class:`concurrent.futures.ThreadPoolExecutor` feeds each slot's worker (``python -m irlib.plan.worker``) one
-  job at a time over a pipe; a worker that dies fails only its current job, and the slot starts a fresh one;
-* ``slurm``  — one Slurm array job per wave through ``submitit`` (:mod:`irlib.plan.slurm`), requeued on
+* ``local``  — one long-lived worker process per slot (a visible GPU, or ``--jobs`` CPU slots): a
+  :class:`concurrent.futures.ThreadPoolExecutor` feeds each slot's worker (``python -m irlib.engine.worker``) one
+  job at a time over a pipe; a worker that dies fails only its current job, and the slot starts a fresh one.
+  Kept instead of submitit's ``LocalExecutor`` because that starts a new interpreter per job, and every job
+  then pays the torch/timm import and the feature networks' construction again (measured: see the README);
+* ``slurm``  — one Slurm array job per wave through ``submitit`` (:mod:`irlib.engine.slurm`), requeued on
   preemption; a single large run can still use DDP under ``torchrun`` (see :mod:`irlib.train`).
 
 Jobs go in waves: runs without dependencies, runs that need other runs' weights, then studies. Finished jobs
@@ -20,18 +24,23 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import pandas as pd
 
+from ..procs import stop_process_groups
+from .context import Context
 from .core import Plan
 from .spec import RunSpec
-from .store import RunStore, run_job
+from .store import RunStore
+
+EXECUTORS = ("inline", "local", "slurm")
+OnEvent = Callable[[str, str, str], None]
 
 PROTOCOL = "@@irlib "
 
 
-def submit_plans(plans: Sequence[Plan], store: RunStore, context: dict) -> list[list[str]]:
+def submit_plans(plans: Sequence[Plan], store: RunStore, context: Context) -> list[list[str]]:
     """Write every job of ``plans`` into the store; returns the job keys in waves (runs without dependencies,
     runs with dependencies, studies)."""
     evals: dict[str, list] = {}
@@ -68,38 +77,48 @@ def pending(store: RunStore, keys: Sequence[str]) -> list[str]:
     return out
 
 
-def execute(plans: Plan | Sequence[Plan], store: RunStore | str | Path, *, executor: str = "inline", device: str = "cpu",
-            data_root: str | Path = "data", files: dict | None = None, jobs: int = 1, slurm: dict | None = None,
-            on_event: Callable[[str, str, str], None] | None = None) -> pd.DataFrame:
-    """Run every job ``plans`` need that the store does not hold yet. Returns a table (key, label, state, error).
+class Executor(Protocol):
+    """What :func:`execute` drives: ``submit`` job keys, ``wait`` until each has finished or failed (events go
+    to ``on_event(kind, key, message)``: ``start``, ``ok``, ``failed``), ``terminate`` on a signal."""
 
-    ``on_event(kind, key, message)`` is told when a job starts (``start``), ends (``ok``/``failed``)."""
+    def submit(self, keys: Sequence[str]) -> None: ...
+
+    def wait(self) -> None: ...
+
+    def terminate(self) -> None: ...
+
+
+def make_executor(name: str, store: RunStore, *, device: str = "cpu", jobs: int = 1, slurm: dict | None = None,
+                  on_event: OnEvent | None = None) -> Executor:
+    """The executor called ``name`` (``inline``, ``local``, ``slurm``) for ``store``."""
+    on_event = on_event or (lambda *a: None)
+    if name == "inline":
+        return InlineExecutor(store, device, on_event)
+    if name == "local":
+        return LocalExecutor(store, device=device, jobs=jobs, on_event=on_event)
+    if name == "slurm":
+        return SlurmExecutor(store, device, slurm or {}, on_event)
+    raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}; got {name!r}")
+
+
+def execute(plans: Plan | Sequence[Plan], store: RunStore | str | Path, context: Context, *,
+            executor: str | Executor = "inline", device: str = "cpu", jobs: int = 1, slurm: dict | None = None,
+            on_event: OnEvent | None = None) -> pd.DataFrame:
+    """Run every job ``plans`` need that the store does not hold yet, wave by wave, with ``executor`` (a name
+    for :func:`make_executor`, or an :class:`Executor` the caller keeps to terminate). Returns a table (key,
+    label, kind, state, error)."""
     plans = [plans] if isinstance(plans, Plan) else list(plans)
     store = store if isinstance(store, RunStore) else RunStore(store)
-    context = {"data_root": str(Path(data_root).resolve()), "files": dict(files or {}), "store": str(store.root.resolve())}
+    if not isinstance(context, Context):
+        raise TypeError(f"execute needs an engine.Context (data root, store), got {type(context).__name__}")
+    ex = make_executor(executor, store, device=device, jobs=jobs, slurm=slurm, on_event=on_event) \
+        if isinstance(executor, str) else executor
     waves = submit_plans(plans, store, context)
-    on_event = on_event or (lambda *a: None)
     for wave in waves:
         todo = pending(store, wave)
-        if not todo:
-            continue
-        if executor == "inline":
-            _inline(store, todo, device, on_event)
-        elif executor == "local":
-            LocalExecutor(store, device=device, jobs=jobs, on_event=on_event).run(todo)
-        elif executor == "slurm":
-            from . import slurm as sl
-
-            sl_kw = {k: v for k, v in dict(slurm or {}).items() if v is not None}
-            poll = float(sl_kw.pop("poll_s", 10.0))
-            if not device.startswith("cuda"):
-                sl_kw["gpus_per_run"] = 0
-            for k in todo:
-                on_event("start", k, "submitted to Slurm")
-            sl.submit(str(store.root), todo, device=device, **sl_kw)
-            sl.wait(store.root, todo, poll_s=poll, on_event=on_event)
-        else:
-            raise ValueError(f"executor must be inline, local or slurm; got {executor!r}")
+        if todo:
+            ex.submit(todo)
+            ex.wait()
     return summary(store, [k for w in waves for k in w])
 
 
@@ -113,16 +132,63 @@ def summary(store: RunStore, keys: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "label", "kind", "state", "error"])
 
 
-def _inline(store: RunStore, keys: Sequence[str], device: str, on_event) -> None:
-    for i, k in enumerate(keys, 1):
-        on_event("start", k, f"run {i} of {len(keys)}")
-        try:
-            run_job(store.root, k, device)
-            on_event("ok", k, "")
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # recorded in error.json; the next jobs still run
-            on_event("failed", k, f"{type(e).__name__}: {e}")
+class InlineExecutor:
+    """Jobs in this process, one after another."""
+
+    def __init__(self, store: RunStore, device: str = "cpu", on_event: OnEvent | None = None):
+        self.store, self.device, self.on_event = store, device, on_event or (lambda *a: None)
+        self._queue: list[str] = []
+
+    def submit(self, keys: Sequence[str]) -> None:
+        self._queue += list(keys)
+
+    def wait(self) -> None:
+        keys, self._queue = self._queue, []
+        for i, k in enumerate(keys, 1):
+            self.on_event("start", k, f"run {i} of {len(keys)}")
+            try:
+                from .jobs import run_job
+
+                run_job(self.store.root, k, self.device)
+                self.on_event("ok", k, "")
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # recorded in error.json; the next jobs still run
+                self.on_event("failed", k, f"{type(e).__name__}: {e}")
+
+    def terminate(self) -> None:
+        self._queue = []   # the running job gets the KeyboardInterrupt itself
+
+
+class SlurmExecutor:
+    """Slurm array jobs through submitit (:mod:`irlib.engine.slurm`); ``wait`` polls the run store."""
+
+    def __init__(self, store: RunStore, device: str, slurm: dict, on_event: OnEvent | None = None):
+        self.store, self.device, self.on_event = store, device, on_event or (lambda *a: None)
+        self.kw = {k: v for k, v in dict(slurm).items() if v is not None}
+        self.poll = float(self.kw.pop("poll_s", 10.0))
+        if not device.startswith("cuda"):
+            self.kw["gpus_per_run"] = 0
+        self._keys: list[str] = []
+
+    def submit(self, keys: Sequence[str]) -> None:
+        from . import slurm as sl
+
+        for k in keys:
+            self.on_event("start", k, "submitted to Slurm")
+        sl.submit(str(self.store.root), list(keys), device=self.device, **self.kw)
+        self._keys += list(keys)
+
+    def wait(self) -> None:
+        from . import slurm as sl
+
+        keys, self._keys = self._keys, []
+        sl.wait(self.store.root, keys, poll_s=self.poll, on_event=self.on_event)
+
+    def terminate(self) -> None:
+        """Submitted Slurm tasks keep running (they checkpoint into the store); ``irlib status`` follows them
+        and ``scancel`` or :func:`irlib.engine.slurm.cancel` stops them."""
+        self._keys = []
 
 
 def visible_gpus() -> list[str]:
@@ -151,6 +217,7 @@ class LocalExecutor:
         self._procs: list[subprocess.Popen] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._queue: list[str] = []
 
     def _spawn(self, slot: int) -> subprocess.Popen:
         env = dict(os.environ, **self.slots[slot])
@@ -161,7 +228,7 @@ class LocalExecutor:
         logs.mkdir(parents=True, exist_ok=True)
         log = open(logs / f"worker-{slot}.log", "a")
         dev = "cuda:0" if self.device.startswith("cuda") else self.device
-        p = subprocess.Popen([sys.executable, "-m", "irlib.plan.worker", str(self.store.root), dev],
+        p = subprocess.Popen([sys.executable, "-m", "irlib.engine.worker", str(self.store.root), dev],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
                              env=env, start_new_session=True)
         log.close()
@@ -169,8 +236,16 @@ class LocalExecutor:
             self._procs.append(p)
         return p
 
+    def submit(self, keys: Sequence[str]) -> None:
+        self._queue += list(keys)
+
     def run(self, keys: Sequence[str]) -> None:
-        queue = list(keys)
+        """``submit`` then ``wait``."""
+        self.submit(keys)
+        self.wait()
+
+    def wait(self) -> None:
+        queue, self._queue = self._queue, []
         total = len(queue)
         counter = {"n": 0}
 
@@ -225,18 +300,7 @@ class LocalExecutor:
         self._stop.set()
         with self._lock:
             procs = list(self._procs)
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.time() + grace
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_process_groups(procs, grace)
 
 
 def _describe(code: int | None) -> str:

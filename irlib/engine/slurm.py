@@ -2,7 +2,7 @@
 
 How a lab uses it (the runs already have their specs under ``<out>/runs/<key>/``)::
 
-    from irlib.plan import slurm
+    from irlib.engine import slurm
     jobs = slurm.submit("out/runs", keys, partition="gpu", gpus_per_run=1, cpus_per_run=8,
                         mem_gb=32, time_min=12 * 60, array_parallelism=16,
                         setup=["source /path/to/irlib/.venv/bin/activate"])
@@ -10,7 +10,7 @@ How a lab uses it (the runs already have their specs under ``<out>/runs/<key>/``
     slurm.cancel("out/slurm")     # scancel whatever is still pending or running
 
 * One ``submit`` call is one Slurm job array (``sbatch --array=0-N%P``); each array task trains one run by
-  calling ``irlib.plan.store.run_job(store_root, key, device)``. ``array_parallelism`` caps how many tasks
+  calling ``irlib.engine.jobs.run_job(store_root, key, device)``. ``array_parallelism`` caps how many tasks
   run at the same time; ``gpus_per_run`` / ``cpus_per_run`` / ``mem_gb`` / ``time_min`` are per task.
 * Time limit and requeue: Slurm sends SIGUSR2 ``signal_delay_s`` seconds before the time limit; submitit
   catches it, calls :meth:`RunJob.checkpoint`, which hands back the same run, and ``scontrol requeue``\\ s the
@@ -28,23 +28,23 @@ How a lab uses it (the runs already have their specs under ``<out>/runs/<key>/``
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import fcntl
 import json
 import os
 import pickle
 import signal
 import subprocess
 import time
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import submitit
+from filelock import FileLock
 from submitit.core.utils import JobPaths, pickle_load
+
+from ..io import atomic_write_json
 
 JobFn = Callable[[str, str, str], Any]
 SUBMITTED = "submitted.json"
@@ -57,7 +57,7 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NOD
 
 def _store_run_job(store_root: str, key: str, device: str) -> Any:
     """The default job: the run store's idempotent, resumable ``run_job`` (imported on the compute node)."""
-    from irlib.plan.store import run_job
+    from irlib.engine.jobs import run_job
 
     return run_job(store_root, key, device=device)
 
@@ -66,7 +66,7 @@ class RunJob(submitit.helpers.Checkpointable):
     """One array task: ``job_fn(store_root, key, device)``; requeued as itself on timeout or preemption.
 
     ``job_fn`` must be resumable (calling it again after a kill continues the run); the default is
-    ``irlib.plan.store.run_job``. It is pickled with the task, so it must be importable or picklable by
+    ``irlib.engine.jobs.run_job``. It is pickled with the task, so it must be importable or picklable by
     cloudpickle on the compute node.
     """
 
@@ -124,7 +124,7 @@ def submit(
     signal_delay_s: how long before the time limit Slurm sends SIGUSR2 (the requeue signal).
     setup: shell lines run in the batch script before the task (``module load ...``, activate a venv).
     device: passed to the job function (``"cuda"``: the GPU Slurm gives the task).
-    job_fn: ``(store_root, key, device) -> Any``, resumable; default ``irlib.plan.store.run_job``.
+    job_fn: ``(store_root, key, device) -> Any``, resumable; default ``irlib.engine.jobs.run_job``.
     cluster: ``"slurm"``; ``"local"`` or ``"debug"`` run the same tasks without Slurm (tests, laptops).
     executor_params: more ``AutoExecutor.update_parameters`` arguments, e.g.
         ``{"slurm_account": "lab", "slurm_qos": "high", "slurm_constraint": "a100"}``.
@@ -169,29 +169,9 @@ def submit(
     return jobs
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path) -> FileLock:
     """Serialise read-modify-write of ``submitted.json`` between processes."""
-    with open(folder / (SUBMITTED + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    return FileLock(folder / (SUBMITTED + ".lock"), is_singleton=False)
 
 
 def read_submitted(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -217,7 +197,7 @@ def _record(folder: Path, cluster: str, root: Path, device: str, keys: list[str]
     with _locked(folder):
         subs = read_submitted(folder)
         subs.append(entry)
-        _write_json_atomic(folder / SUBMITTED, {"version": 1, "submissions": subs})
+        atomic_write_json(folder / SUBMITTED, {"version": 1, "submissions": subs})
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str] | None:

@@ -41,11 +41,11 @@ Urban100 cells (34.67/0.969, 32.41/0.927, 29.31/0.878) are also printed, identic
 from __future__ import annotations
 
 from ...schedules import original
-from ..core import Builder, Plan, Profile
-from ..spec import EvalSpec, RunSpec
+from ...engine.core import Builder, Plan, Profile
+from ...engine.spec import EvalSpec, RunSpec
 
 PAPER = "textpromptir"
-FIGS = "irlib.plan.papers.textpromptir_figs"
+FIGS = "irlib.papers.textpromptir.figures"
 NOISE = ("noise15", "noise25", "noise50")
 SIGMA = {t: f"sigma={t[5:]}" for t in NOISE}
 NOISE_ANY = "|".join(NOISE)   # each sample draws one level; consecutive clean sources are pooled (BSD400 + WED)
@@ -181,7 +181,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
     rep_sets = tuple((ds, SIGMA.get(ts.task, ""), ts) for ds, ts in (
         *(("CBSD68", ev[t].testset) for t in NOISE), ("Rain100L", ev["rain"].testset), ("SOTS", ev["haze"].testset)))
     repeats = B.study("prompt repeats", f"{FIGS}:prompt_repeats", deps=aio, sets=rep_sets,
-                      reps=3 if P.limits is not None else 15)
+                      reps=3 if P.scale == "capped" else 15)
     for ds, sigma, _ in rep_sets:
         for stat in ("mean", "s.d."):
             for metric in ("PSNR", "SSIM"):

@@ -10,11 +10,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..results import paired_bootstrap
 from ..schedules import Schedule
+from .preflight import needed_data
 from .spec import (KEY_COLUMNS, Average, EvalSpec, Excluded, FigureSpec, Limits, Measure, Row, RowKey, RunSpec,
                    Source, Study, StudySpec, Term, TestSet, freeze)
 
-PAPERS = ("spn", "textpromptir", "diffloss", "dinoir")
 ROW_COLUMNS = ["paper", "table", "method", "setting", "dataset", "metric", "value", "measured_on", "n_seeds",
                "n_images", "baseline", "gain", "gain_ci_low", "gain_ci_high", "profile", "weights", "notes", "runs"]
 
@@ -33,20 +34,42 @@ class Profile:
     smoke_schedule: Schedule | None = None
     seeds: int = 1
     text_encoder: str = ""
+    scale: str = "paper"
+    banner: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"Profile.scale must be one of {SCALES}, got {self.scale!r}")
+        if (self.scale == "capped") != (self.limits is not None):
+            raise ValueError("a 'capped' profile needs limits, and only it has them")
 
     @property
     def offline(self) -> bool:
-        return self.name == "smoke"
+        """Tiny-scale plans read the offline photos instead of the benchmarks."""
+        return self.scale == "tiny"
 
     @property
     def measured_on(self) -> str:
-        return {"smoke": "offline-photos", "rehearse": "synthetic (irlib data synth)"}.get(self.name, "")
+        return {"tiny": "offline-photos", "capped": "synthetic (irlib data synth)"}.get(self.scale, "")
 
+
+SCALES = ("tiny", "capped", "paper")
+"""What a profile's plans are sized for: ``tiny`` networks and data (smoke), the paper's networks with
+``capped`` steps and images (rehearse), or the ``paper``'s own scale (full). Plans read ``P.scale``, never a
+profile's name."""
 
 PROFILES = {
-    "smoke": Profile("smoke", "tiny", "random", smoke_schedule=Schedule(24, 4, 32, 1e-3, grad_clip=1.0), seeds=1,
-                     text_encoder=""),
-    "rehearse": Profile("rehearse", "full", "random", limits=Limits(), text_encoder="task-bert:bert-base-uncased"),
+    "smoke": Profile(
+        "smoke", "tiny", "random", smoke_schedule=Schedule(24, 4, 32, 1e-3, grad_clip=1.0), seeds=1, text_encoder="",
+        scale="tiny",
+        banner=("SMOKE PROFILE — random-initialised backbones (no VGG/DINOv2/BERT/ADM weights; only the MiniLM text "
+                "encoder is really pretrained), tiny models, offline sample photos, a few dozen steps. These numbers "
+                "check that the pipeline runs; they are NOT comparable with the paper's.")),
+    "rehearse": Profile(
+        "rehearse", "full", "random", limits=Limits(), text_encoder="task-bert:bert-base-uncased", scale="capped",
+        banner=("REHEARSE PROFILE — the full plan run on synthetic data in the real folder layouts: 2 training "
+                "steps, 2 images per test set, random-initialised weights. These numbers check that every job, "
+                "checkpoint and evaluation runs; they are NOT comparable with the paper's.")),
     "full": Profile("full", "full", "pretrained", text_encoder="task-bert:bert-base-uncased"),
 }
 
@@ -132,8 +155,6 @@ class Plan:
 
     def datasets(self) -> list[str]:
         """Data references (``manifest:split``) the plan reads: runs, evaluations, studies and figures."""
-        from .preflight import needed_data
-
         return sorted(needed_data([self]))
 
     def select(self, tables: Sequence[str] | None) -> "Plan":
@@ -150,8 +171,6 @@ class Plan:
     def without_data(self, refs: Iterable[str]) -> tuple["Plan", dict[str, str]]:
         """This plan minus the tables/figures that read a dataset in ``refs`` (missing ones), and
         ``{table: reason}`` for what was dropped (the notebook records those rows as skipped)."""
-        from .preflight import needed_data
-
         refs = set(refs)
         if not refs:
             return self, {}
@@ -189,10 +208,6 @@ class Builder:
         self.paper, self.base_seed = paper, seed
 
     # ------------------------------------------------------------------ specs
-    @property
-    def smoke(self) -> bool:
-        return self.P.name == "smoke"
-
     def data(self, ref: str) -> str:
         return "offline" if self.P.offline else ref
 
@@ -284,8 +299,6 @@ class Builder:
 def gather(plan: Plan, store) -> pd.DataFrame:
     """The plan's rows as tidy rows (:data:`ROW_COLUMNS`) from what the run store holds. A row whose runs are
     not finished gets no value and a note saying so; a collapsed run's rows say where it collapsed."""
-    from ..results import paired_bootstrap
-
     values: dict[RowKey, float] = {}
     recs: list[dict] = []
     for row in plan.rows:

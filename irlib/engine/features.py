@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import Context
 
 _CACHE: dict[tuple, Any] = {}
 
@@ -28,14 +31,13 @@ class FeatureBank:
         return self.weights == "pretrained"
 
     @classmethod
-    def for_run(cls, spec, device: str = "cpu", context: dict | None = None) -> "FeatureBank":
+    def for_run(cls, spec, device: str = "cpu", context: "Context | None" = None) -> "FeatureBank":
         """The feature networks a run (or study) ``spec`` trains and is evaluated with: its weights and size,
         the local weight files and store of its job ``context``, and — in the rehearsal — a 2-step fine-tune of
         the task-specific BERT (``limits.steps``) instead of the full one."""
-        ctx = context or {}
         limits = getattr(spec, "limits", None)
-        return cls(spec.weights, spec.size, device, files=dict(ctx.get("files") or {}),
-                   cache=str(Path(ctx["store"]) / "_text") if ctx.get("store") else "",
+        return cls(spec.weights, spec.size, device, files=dict(context.files) if context else {},
+                   cache=str(Path(context.store) / "_text") if context else "",
                    tune_steps=limits.steps if limits else 2000 if spec.size == "full" else 20)
 
     def _get(self, key: tuple, make) -> Any:

@@ -12,8 +12,8 @@ test-time local converter (TLC), as its release evaluates full-size frames.
 from __future__ import annotations
 
 from ...schedules import ORIGINAL, Schedule
-from ..core import Builder, Plan, Profile
-from ..spec import EvalSpec, RunSpec, Term
+from ...engine.core import Builder, Plan, Profile
+from ...engine.spec import EvalSpec, RunSpec, Term
 
 SR_SETS = ("Set14", "B100", "Urban100", "Manga109")
 # SPN's Table 2 heads its columns Rain100L/H, its setup text says Rain200L/H, and its IDT numbers equal IDT's
@@ -40,7 +40,7 @@ def schedule(key: str) -> Schedule:
 
 def build(P: Profile, seed: int = 0) -> Plan:
     B = Builder("spn", P, seed)
-    steps = SMOKE_STEPS if B.smoke else PAPER_STEPS
+    steps = SMOKE_STEPS if P.scale == "tiny" else PAPER_STEPS
 
     def spn(lam: float = 1e-4, w: float = 0.1, hist: tuple[int, ...] = steps, **kw) -> Term:
         return Term("spn", -lam, tuple(sorted({"lam": lam, "w": w, "steps": tuple(hist), **kw}.items())))
@@ -143,7 +143,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
             runs = tuple(r.with_terms(spn(hist=(s_,))).replace(label=f"{r.label}+SPN (s={paper_s})") for r in ffa)
         B.measure("Table 7", "FFANet+SPN", f"step={paper_s}", "SOTS-indoor", runs, sots, ("PSNR",),
                   notes=("all four steps = the Table 3 FFANet+SPN run" if s_ is None else "")
-                  + (f"; smoke: step scaled to {s_}" if B.smoke and s_ else ""))
+                  + (f"; smoke: step scaled to {s_}" if P.scale == "tiny" and s_ else ""))
     set14 = sr_eval(B, "Set14", 4)
     B.measure("Table 8", "EDSR-light", "lambda=0", "Set14", edsr, set14, ("PSNR",), notes="the Table 1 EDSR-light x4 run")
     for lam in ("1e-2", "1e-3", "5e-4", "1e-4", "1e-5"):
@@ -164,15 +164,15 @@ def build(P: Profile, seed: int = 0) -> Plan:
     B.cite("Table 4", ("MIMO-UNet", "HINet", "MAXIM", "Restormer", "UFormer"), why)
 
     # ---------------------------------------------------------------- figures
-    B.figure("Fig. 2", "Retrained with SPN vs the original training", "irlib.plan.drawing:gains_bar",
+    B.figure("Fig. 2", "Retrained with SPN vs the original training", "irlib.engine.drawing:gains_bar",
              tables=("Table 1", "Table 2", "Table 3", "Table 4"), metric="PSNR")
     swin, swin_spn = sr_runs["SwinIR", 4]
-    B.figure("Fig. 4", "Super-resolution x4: SwinIR vs SwinIR+SPN", "irlib.plan.drawing:visual_pair",
+    B.figure("Fig. 4", "Super-resolution x4: SwinIR vs SwinIR+SPN", "irlib.engine.drawing:visual_pair",
              runs=(swin[0], swin_spn[0]), testset=urban.testset, names=("SwinIR", "SwinIR+SPN"), channel="y", crop=4)
     a, b, ev = idt_rain
-    B.figure("Fig. 5", "Deraining: IDT vs IDT+SPN", "irlib.plan.drawing:visual_pair", runs=(a[0], b[0]),
+    B.figure("Fig. 5", "Deraining: IDT vs IDT+SPN", "irlib.engine.drawing:visual_pair", runs=(a[0], b[0]),
              testset=ev.testset, names=("IDT", "IDT+SPN"), channel="y")
-    B.figure("Fig. 6", "Dehazing: FFANet vs FFANet+SPN", "irlib.plan.drawing:visual_pair", runs=(ffa[0], ffa_spn[0]),
+    B.figure("Fig. 6", "Dehazing: FFANet vs FFANet+SPN", "irlib.engine.drawing:visual_pair", runs=(ffa[0], ffa_spn[0]),
              testset=sots.testset, names=("FFANet", "FFANet+SPN"))
     return B.plan
 
@@ -188,6 +188,6 @@ def sr_eval(B: Builder, ds: str, s: int) -> EvalSpec:
 
 
 def _m(runs, ev):
-    from ..spec import Measure
+    from ...engine.spec import Measure
 
     return Measure(runs, ev)

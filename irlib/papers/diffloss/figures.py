@@ -1,6 +1,6 @@
 """DiffLoss's studies (Table 2, Fig. 2, Fig. 7) and figures (Figs. 1b, 2a, 2b, 5, 6, 7), as the plan
-(:mod:`irlib.plan.papers.diffloss`) declares them. Studies take a :class:`irlib.plan.store.StudyContext` and
-return tidy rows; figures take a :class:`irlib.plan.drawing.FigureContext` and save through it.
+(:mod:`irlib.papers.diffloss.plan`) declares them. Studies take a :class:`irlib.engine.jobs.StudyContext` and
+return tidy rows; figures take a :class:`irlib.engine.drawing.FigureContext` and save through it.
 
 The CUB classifiers (VGG16, ResNet50 fine-tuned on clean CUB) are shared by Table 2 and Fig. 7: each is
 fine-tuned once per configuration and kept in ``<run store>/_cub/`` (under a lock, so two studies running at
@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..spec import Limits, RunSpec, TestSet, digest
-from .diffloss import CUB_SETTING, DEGRADATION
+from ...engine.spec import Limits, RunSpec, TestSet, digest
+from .plan import CUB_SETTING, DEGRADATION
 
 TOP1 = {"vgg16": "Top-1 VGG16", "resnet50": "Top-1 ResNet50"}
 HSPACE_CSV, HSPACE_IMAGES = "hspace.csv", "hspace_images.pt"
@@ -127,8 +127,8 @@ def gamma_sweep(ctx, gammas: Sequence[float], testset: TestSet, cub: str, classi
     """Fig. 7: for each DiffLoss weight γ (``deps`` in the same order, λ=0), PSNR of the selected MSBDN on the
     Dense-Haze test set and top-1 (%) of the CUB VGG16 on the hazy CUB test split it restores."""
     from ... import classify
-    from ..runner import evaluate_run, test_pairs
-    from ..spec import EvalSpec
+    from ...engine.runner import evaluate_run, test_pairs
+    from ...engine.spec import EvalSpec
 
     if len(gammas) != len(ctx.spec.deps):
         raise ValueError(f"gamma_sweep: {len(gammas)} gammas for {len(ctx.spec.deps)} runs")
@@ -268,7 +268,7 @@ def hspace_curves(ctx) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------ Figs. 1b, 5, 6
 def _detail_box(gt: torch.Tensor) -> tuple[int, int, int]:
-    from ..drawing import crop_box
+    from ...engine.drawing import crop_box
 
     return crop_box(gt, max(32, min(gt.shape[-2:]) // 4))
 
@@ -284,7 +284,7 @@ def visual_grid(ctx, rows: Sequence[tuple[str, TestSet, str, Sequence[tuple[str,
 
     from ...metrics import psnr
     from ...train import padded_forward
-    from ..runner import test_pairs
+    from ...engine.runner import test_pairs
 
     models: dict[int, torch.nn.Module] = {}
     ncol = 2 + max(len(p) for *_, p in rows)

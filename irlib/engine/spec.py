@@ -86,7 +86,7 @@ class Source:
 
 @dataclass(frozen=True)
 class Term:
-    """A loss term: registry ``name`` (see :mod:`irlib.plan.runner`), trainer ``weight`` and frozen kwargs.
+    """A loss term: registry ``name`` (see :mod:`irlib.engine.runner`), trainer ``weight`` and frozen kwargs.
     A kwarg whose value is a :class:`RunSpec` makes this run depend on that run's final weights."""
 
     name: str

@@ -8,14 +8,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..results import SMOKE_BANNER
-from .core import Plan, gather
-from .store import RunStore
-
-REHEARSE_BANNER = ("REHEARSAL — the full profile's networks, schedules, loaders and conventions on synthetic images "
-                   "in the real folder layouts, 2 training steps per run, 2 images per test set, random weights. "
-                   "It checks that the full reproduction runs; its numbers mean nothing.")
-
+from .engine.core import Plan, gather
+from .engine.store import RunStore
 
 @dataclass
 class Session:
@@ -32,15 +26,16 @@ class Session:
     skipped: dict = field(default_factory=dict)   # table -> why (missing data, from --skip-missing)
 
     def banner(self) -> str:
-        return {"smoke": SMOKE_BANNER, "rehearse": REHEARSE_BANNER}.get(self.plan.profile.name, "")
+        return self.plan.profile.banner
 
     def run(self, executor: str = "inline", **kw) -> pd.DataFrame:
         """Train and evaluate what the store lacks (all finished already when ``irlib reproduce`` ran the jobs
         through the local or Slurm executor); then gather the rows and write ``results.csv``."""
-        from .execute import execute
+        from .engine.context import Context
+        from .engine.execute import execute
 
-        status = execute(self.plan, self.store, executor=executor, device=self.device, data_root=self.data_root,
-                         files=self.files, **kw)
+        status = execute(self.plan, self.store, Context(self.data_root, self.store.root, self.files),
+                         executor=executor, device=self.device, **kw)
         self.gather()
         return status
 
@@ -59,8 +54,8 @@ class Session:
 
     def table(self, table: str) -> list[pd.DataFrame]:
         """Table ``table`` in the paper's layout: cells ``reproduced / paper (Δ)``, one frame per block."""
-        from ..report import build_table
-        from ..results import reference
+        from .report import build_table
+        from .results import reference
 
         if self.rows is None:
             self.gather()
@@ -112,8 +107,8 @@ class Session:
         """The authors' released checkpoints of this paper's baselines (``data_manifests/weights``): where each
         stands in the paper, whether it is here, and — for those that are — their rows on the paper's test sets
         (``weights=released``, measured exactly like the retrained rows; added to ``results.csv``)."""
-        from ..released import evaluate_released, released_evals
-        from ..weights import list_weights, weights_status
+        from .released import evaluate_released, released_evals
+        from .weights import list_weights, weights_status
 
         root = Path(weights_root) if weights_root else Path(self.data_root) / "weights"
         lines, rows = [], []
@@ -137,8 +132,9 @@ class Session:
 
     def figures(self, only: Sequence[str] | None = None) -> list[Path]:
         """Draw every planned figure (or those in ``only``) into ``<out_dir>/figures``."""
-        from .drawing import FigureContext, draw
-        from .features import FeatureBank
+        from .engine.drawing import FigureContext, draw
+        from .engine.context import Context
+        from .engine.features import FeatureBank
 
         rows = self.rows if self.rows is not None else self.gather()
         out = []
@@ -150,8 +146,8 @@ class Session:
                 print(f"[{spec.figure}] skipped: its runs are not finished (see irlib status)")
                 continue
             first = (spec.runs or [r for st in spec.studies for r in st.deps] or [None])[0]
-            ctx_job = self.store.job(first.key()).get("context") if first is not None else {
-                "files": self.files, "store": str(self.store.root)}
+            ctx_job = self.store.context(first.key()) if first is not None else \
+                Context(self.data_root, self.store.root, self.files)
             fb = FeatureBank.for_run(first or self.plan.runs()[0], self.device, ctx_job)
             ctx = FigureContext(spec, self.store, rows[rows.paper == self.plan.paper], self.out_dir, self.data_root,
                                 self.device, fb, self.plan.profile.name)

@@ -17,12 +17,12 @@ from .spec import FigureSpec
 @dataclass
 class FigureContext:
     spec: FigureSpec
-    store: Any              # irlib.plan.RunStore
+    store: Any              # irlib.engine.RunStore
     rows: pd.DataFrame      # the gathered tidy rows of the paper
     out_dir: Path
     data_root: str
     device: str
-    fb: Any                 # irlib.plan.features.FeatureBank
+    fb: Any                 # irlib.engine.features.FeatureBank
     profile: str
 
     @property
@@ -38,7 +38,9 @@ class FigureContext:
         return path
 
     def model(self, i: int):
-        return self.store.load_model(self.spec.runs[i], self.fb, self.device)
+        from .jobs import load_model
+
+        return load_model(self.store, self.spec.runs[i], self.fb, self.device)
 
 
 def draw(spec: FigureSpec, ctx: FigureContext) -> list[Path]:

@@ -10,7 +10,7 @@ schedule (40K steps; see its source note). The frozen UNet is OpenAI's 256x256 u
   without and with DiffLoss (12 runs). Deraining trains on Rain13K, as the paper says (``rain13k:train``,
   :data:`DERAIN_TRAIN`, read lazily: 13,712 pairs), and is measured on the Y channel (the cited Rain100H rows are
   MPRNet's table, which measures on Y). Dehazing and low light on RGB.
-* **Table 2** — a study (:func:`irlib.plan.papers.diffloss_figs.cub_top1`): VGG16 and ResNet50 fine-tuned on clean
+* **Table 2** — a study (:func:`irlib.papers.diffloss.figures.cub_top1`): VGG16 and ResNet50 fine-tuned on clean
   CUB classify the CUB test split degraded by irlib's seeded haze / rain / low light (the paper's degradation
   parameters, "[26]", are not given) and restored by the Table 1 TaylorFormer / EfDeRain / IAT runs.
 * **Table 3** — MSBDN on Dense-Haze with L1, L1 + perceptual, L1 + adversarial and L2 + γ·DiffLoss, each the best
@@ -48,8 +48,8 @@ from __future__ import annotations
 import dataclasses
 
 from ...schedules import original
-from ..core import Builder, Plan, Profile
-from ..spec import EvalSpec, RunSpec, Term, TestSet, freeze
+from ...engine.core import Builder, Plan, Profile
+from ...engine.spec import EvalSpec, RunSpec, Term, TestSet, freeze
 
 GAMMA = 0.001          # weight of L_DiffLoss in L_total (Eq. 16; Sec. 3.3 and 4.3)
 LAM = 0.01             # weight of L_sem inside L_DiffLoss (Eq. 15)
@@ -85,7 +85,7 @@ T3_SETTING = "trained from scratch; best of first 40K iterations"
 T4 = (("a (GridNet)", "x0", "ablation a: constraint on x0_hat only"),
       ("b (GridNet)", "xprev", "ablation b: constraint on x_{t-1}_hat only"),
       ("c (GridNet)", "eps", "ablation c: final setting (ours; constraint on predicted noise)"))
-FIGS = "irlib.plan.papers.diffloss_figs"
+FIGS = "irlib.papers.diffloss.figures"
 
 
 def diffloss_term(P: Profile, gamma: float = GAMMA, lam: float = LAM, target: str = "eps") -> Term:
@@ -94,7 +94,7 @@ def diffloss_term(P: Profile, gamma: float = GAMMA, lam: float = LAM, target: st
     kw: dict = {"target": target}
     if target == "eps":
         kw["lam"] = lam
-    if P.limits is not None:
+    if P.scale == "capped":
         kw["size"] = REHEARSE_ADM_SIDE
     return Term("diffloss", gamma, freeze(kw))
 
@@ -105,7 +105,7 @@ def train(B: Builder, net: str, task: str, *, rec: str = "mse", **kw) -> RunSpec
     experiment here, not the backbone's own."""
     sched = dataclasses.replace(original("DiffLoss"), rec=rec)
     r = B.run(net, train=[(TASKS[task][2], task)], schedule=sched, **kw)
-    if B.smoke:
+    if B.P.scale == "tiny":
         r = r.replace(schedule=dataclasses.replace(r.schedule, rec=rec),
                       terms=(Term(rec),) + tuple(t for t in r.terms if t.name != r.schedule.rec))
     return r
@@ -129,7 +129,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
         setting, ds, _, _, channel = TASKS[task]
         ev = EvalSpec(testset(task), channel=channel)
         for net in nets:
-            if B.smoke and net != SMOKE_TABLE1[task]:
+            if P.scale == "tiny" and net != SMOKE_TABLE1[task]:
                 continue
             a, b = runs[net] = pair(net, task)
             note = DERAIN_NOTE if task == "rain" else ""
@@ -138,7 +138,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
 
     # ---------------------------------------------------------------- Table 2: CUB classification study
     cub_sched = B.schedule(original("CUB classifier"))
-    if B.smoke:   # a VGG16 step updates 138M parameters (~1 s on a CPU): 4 fine-tuning steps check the path
+    if P.scale == "tiny":   # a VGG16 step updates 138M parameters (~1 s on a CPU): 4 fine-tuning steps check the path
         cub_sched = dataclasses.replace(cub_sched, steps=SMOKE_CLASSIFIER_STEPS)
     cub_tasks = tuple(t for t in TASKS if EFFICIENT[t] in runs)
     deps = tuple(r for task in cub_tasks for r in (runs[EFFICIENT[task]][0][0], runs[EFFICIENT[task]][1][0]))
@@ -154,7 +154,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
                                   "classifier fine-tuned on clean CUB (irlib.classify; the paper gives no recipe)")
 
     # ---------------------------------------------------------------- Table 3: loss functions, MSBDN, best of 40K
-    best = {"best_every": SMOKE_BEST_EVERY if B.smoke else BEST_EVERY, "on": testset("haze")}
+    best = {"best_every": SMOKE_BEST_EVERY if P.scale == "tiny" else BEST_EVERY, "on": testset("haze")}
 
     def msbdn(label: str, terms=(), rec: str = "mse") -> RunSpec:
         return train(B, "MSBDN", "haze", rec=rec, terms=terms, select=best, label=label)
@@ -181,10 +181,10 @@ def build(P: Profile, seed: int = 0) -> Plan:
 
     # ---------------------------------------------------------------- Fig. 7: γ sweep (λ=0), MSBDN, best of 40K
     sweep = []
-    for g in (SMOKE_FIG7_GAMMAS if B.smoke else FIG7_GAMMAS):
+    for g in (SMOKE_FIG7_GAMMAS if P.scale == "tiny" else FIG7_GAMMAS):
         terms = [diffloss_term(P, gamma=g, lam=0.0)] if g else []
         sweep.append(msbdn(f"MSBDN (gamma={g:g}, lambda=0)", terms))
-    gammas = tuple(float(g) for g in (SMOKE_FIG7_GAMMAS if B.smoke else FIG7_GAMMAS))
+    gammas = tuple(float(g) for g in (SMOKE_FIG7_GAMMAS if P.scale == "tiny" else FIG7_GAMMAS))
     fig7 = B.study("gamma-sweep", f"{FIGS}:gamma_sweep", deps=sweep, gammas=gammas, testset=testset("haze"),
                    cub=B.data(CUB), classifier=cub_sched, side=_side(P, 224), seed=B.base_seed)
     for g in gammas:   # the paper draws these numbers only (Fig. 7): extra rows, no reference value
@@ -195,12 +195,12 @@ def build(P: Profile, seed: int = 0) -> Plan:
                     extra=True)
 
     # ---------------------------------------------------------------- Fig. 2: h-space SVD perturbation study
-    small = P.limits is not None or B.smoke
+    small = P.scale != "paper"
     hs = B.study("hspace-svd", f"{FIGS}:hspace", deps=deps, cub=B.data(CUB), tasks=cub_tasks,
-                 images=P.limits.images if P.limits else (2 if B.smoke else FIG2_IMAGES),
+                 images=P.limits.images if P.limits else (2 if P.scale == "tiny" else FIG2_IMAGES),
                  levels=REHEARSE_LEVELS if P.limits else (),   # () = irlib.diffloss.DEFAULT_LEVELS
                  modes=("multiplicative",) if small else ("multiplicative", "additive"),
-                 ddim_steps=min(P.limits.ddim_steps, REHEARSE_DDIM_STEPS) if P.limits else (4 if B.smoke else 20),
+                 ddim_steps=min(P.limits.ddim_steps, REHEARSE_DDIM_STEPS) if P.limits else (4 if P.scale == "tiny" else 20),
                  t_start=400, side=REHEARSE_ADM_SIDE if P.limits else 0, seed=B.base_seed)
     for task in cub_tasks:   # Fig. 2b as numbers: the mean distance per group at the largest perturbation
         for group in STUDY_GROUPS:
@@ -259,7 +259,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
 
 def _side(P: Profile, full: int) -> int:
     """Classifier input side: the full size, the rehearsal caps' image side, or 32 pixels in the smoke profile."""
-    return P.limits.image_side if P.limits else (32 if P.name == "smoke" else full)
+    return P.limits.image_side if P.limits else (32 if P.scale == "tiny" else full)
 
 
 def _fig_ts(B: Builder, ref: str, task: str) -> TestSet:

@@ -1,0 +1,232 @@
+"""Executing one job of the run store: train (resuming) and evaluate a run, or compute a study.
+
+:func:`run_job` is idempotent: a finished run only gets the evaluations it still lacks, and it is safe to call
+again after a kill or a preemption. Errors are recorded in the job's ``error.json`` and re-raised.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..io import CorruptFile, atomic_torch_save, atomic_write_json, atomic_write_text
+from .context import Context
+from .features import FeatureBank
+from .runner import build_model
+from .spec import EvalSpec, RunSpec, StudySpec, canonical_json
+from .store import RunStore, code_version, environment
+
+
+def load_model(store: RunStore, spec: RunSpec, fb=None, device: str = "cpu"):
+    """The trained network of a finished run (its ``final.pt``), built with the feature networks of its job."""
+    import torch
+
+    if not store.done(spec.key()):
+        raise RuntimeError(f"run {spec.key()} ({spec.label or spec.net}) is not finished; run it first")
+    fb = fb or FeatureBank.for_run(spec, device, store.context(spec.key()))
+    model = build_model(spec, fb)
+    path = store.dir(spec.key()) / "final.pt"
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError) as e:
+        raise CorruptFile(path, f"unreadable checkpoint ({type(e).__name__})",
+                          f"delete {path.parent / 'done.json'} and {path} and re-run to train it again") from None
+    model.load_state_dict(sd["model"])
+    return model.eval().to(device)
+
+
+class DependencyNotReady(RuntimeError):
+    """A job needs another run's weights that are not finished yet."""
+
+
+def run_job(store_root: str | Path, key: str, device: str = "cpu") -> None:
+    """Execute job ``key`` of the store at ``store_root``: train (resuming) and evaluate a run, or compute a
+    study. Idempotent: a finished run only gets the evaluations it still lacks; safe to call again after a
+    kill or a preemption. Errors are recorded in ``error.json`` and re-raised."""
+    store = RunStore(store_root)
+    job = store.job(key)
+    with store.lock(key):
+        try:
+            (_train_and_evaluate if job["kind"] == "run" else _study)(store, key, job, device)
+            (store.dir(key) / "error.json").unlink(missing_ok=True)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:
+            import traceback
+
+            atomic_write_text(store.dir(key) / "error.json", json.dumps(
+                {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:],
+                 "when": _dt.datetime.now().isoformat(timespec="seconds")}, indent=1))
+            raise
+
+
+def _feature_bank(spec, device: str, ctx: Context) -> FeatureBank:
+    return FeatureBank.for_run(spec, device, ctx)
+
+
+def _train_and_evaluate(store: RunStore, key: str, job: dict, device: str) -> None:
+    import torch
+
+    from .runner import evaluate_run, test_pairs
+
+    spec: RunSpec = job["spec_obj"]
+    d = store.dir(key)
+    ctx = store.context(key)
+    data_root = str(ctx.data_root)
+    fb = _feature_bank(spec, device, ctx)
+    model = None
+    if not store.done(key):
+        for dep in spec.deps():
+            if not store.done(dep.key()):
+                raise DependencyNotReady(f"run {key} needs run {dep.key()} ({dep.label or dep.net}) to finish first")
+        model = _train(store, key, spec, fb, data_root, device, job.get("label") or spec.net)
+    for ev in job["eval_objs"]:
+        if store.eval_result(key, ev) is not None:
+            continue
+        done = store.done(key)
+        if done.get("collapsed"):
+            res = {"per_image": {}, "dataset": {}, "n": 0, "collapsed": True}
+        else:
+            if model is None:
+                model = load_model(store, spec, fb, device)
+            res = evaluate_run(model, spec, ev, test_pairs(ev.testset, data_root), fb, device)
+        res["eval"] = json.loads(canonical_json(ev))
+        atomic_write_json(d / "evals" / f"{ev.key()}.json", res, indent=None)
+    if model is not None:
+        del model
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device: str, label: str = ""):
+    import pandas as pd
+    import torch
+
+    from ..train import seed_everything
+    from .runner import build_terms, effective_schedule, train_forward, training_batches
+
+    d = store.dir(key)
+    sched = effective_schedule(spec)
+    seed_everything(spec.seed)
+    model = build_model(spec, fb)
+    terms = build_terms(spec, model, fb, load_run=lambda r: load_model(store, r, fb, device))
+    batches = training_batches(spec, data_root, sched)
+    progress = ProgressWriter(d / "progress.json", key, label or spec.label or spec.net, sched.steps)
+    select = dict(spec.select)
+    best = {"value": -float("inf"), "step": None}
+    if select:
+        from .runner import evaluate_run, test_pairs
+
+        sel_ev = EvalSpec(select["on"])
+        sel_pairs = test_pairs(select["on"], data_root)
+        every = int(select["best_every"]) if spec.limits is None else 1
+
+        def on_step(tr, terms_):
+            progress(tr, terms_)
+            if tr.step % every == 0 or tr.step == sched.steps:
+                v = float(pd.Series(evaluate_run(tr.eval_model(), spec, sel_ev, sel_pairs, fb, device)["per_image"]["PSNR"]).mean())
+                tr.model.train()
+                if v > best["value"]:
+                    best.update(value=v, step=tr.step)
+                    atomic_torch_save({"model": tr.eval_model().state_dict(), "step": tr.step, "psnr": v}, d / "best.pt")
+    else:
+        on_step = progress
+    tr = build_trainer(sched, model, terms, batches, device, ckpt_dir=d / "ckpt", forward=train_forward(spec, fb),
+                       callback=on_step)
+    t0 = time.time()
+    try:
+        tr.fit(sched.steps)
+    except KeyboardInterrupt:
+        tr.save()  # resume exactly here next time
+        raise
+    pd.DataFrame(tr.log).to_csv(d / "log.csv", index=False)
+    final = tr.eval_model()
+    if select and (d / "best.pt").is_file():
+        sd = torch.load(d / "best.pt", map_location="cpu", weights_only=True)
+        final.load_state_dict(sd["model"])
+        best["step"] = sd["step"]
+    atomic_torch_save({"model": final.state_dict(), "step": tr.step}, d / "final.pt")
+    collapse_step = next((r["step"] for r in tr.log if r.get("collapsed")), None)
+    record = {"key": key, "label": label or spec.label, "steps": tr.step, "collapsed": tr.collapsed,
+              "collapse_step": collapse_step, "best_step": best["step"], "seconds_this_session": round(time.time() - t0, 1),
+              "finished": _dt.datetime.now().isoformat(timespec="seconds"), "code": code_version(),
+              "env": environment(device)}
+    atomic_write_text(d / "done.json", json.dumps(record, indent=1))
+    shutil.rmtree(d / "ckpt", ignore_errors=True)   # finished runs keep only their final weights
+    (d / "best.pt").unlink(missing_ok=True)
+    return final
+
+
+def build_trainer(sched, model, terms: dict, batches, device: str = "cpu", ckpt_dir=None, forward=None,
+                  callback=None, progress: bool = True):
+    """The :class:`irlib.train.Trainer` of one run, following its schedule: optimiser, betas, weight decay,
+    learning-rate decay, EMA, gradient clipping; checkpoints every quarter of the run (at most every 2,000
+    steps) and at least every 10 minutes, so a preempted job loses little."""
+    from ..train import Trainer
+
+    return Trainer(model, batches, terms, lr=sched.lr, weight_decay=sched.weight_decay, betas=tuple(sched.betas),
+                   optimizer=sched.optimizer, grad_clip=sched.grad_clip, ema_decay=sched.ema, device=device,
+                   ckpt_dir=ckpt_dir, ckpt_every=max(1, min(2000, sched.steps // 4)) if ckpt_dir else 0,
+                   ckpt_seconds=600, forward=forward, on_collapse="stop", progress=progress,
+                   scheduler=sched.scheduler if sched.decay != "none" else None, callback=callback)
+
+
+class ProgressWriter:
+    """Trainer callback writing ``progress.json`` (at most every ``every`` seconds and at the last step)."""
+
+    def __init__(self, path: Path, key: str, label: str, total: int, every: float = 2.0):
+        self.path, self.key, self.label, self.total, self.every = path, key, label, total, every
+        self._last, self._t0, self._s0 = 0.0, None, None
+
+    def __call__(self, tr, terms: dict) -> None:
+        now = time.time()
+        if self._t0 is None:
+            self._t0, self._s0 = now, tr.step - 1
+        if now - self._last < self.every and tr.step < self.total:
+            return
+        self._last = now
+        rate = (now - self._t0) / max(1, tr.step - self._s0)
+        atomic_write_text(self.path, json.dumps({
+            "key": self.key, "label": self.label, "step": tr.step, "total": self.total,
+            "loss": terms.get("loss"), "s_per_step": round(rate, 4), "eta_s": round(rate * (self.total - tr.step), 1),
+            "updated": now}))
+
+
+def _study(store: RunStore, key: str, job: dict, device: str) -> None:
+    import importlib
+
+    spec: StudySpec = job["spec_obj"]
+    if store.done(key):
+        return
+    for dep in spec.deps:
+        if not store.done(dep.key()):
+            raise DependencyNotReady(f"study {spec.name} needs run {dep.key()} ({dep.label or dep.net}) to finish first")
+    ctx = store.context(key)
+    mod, fn = spec.fn.split(":")
+    study_ctx = StudyContext(store=store, spec=spec, device=device, data_root=str(ctx.data_root),
+                             fb=_feature_bank(spec, device, ctx), out=store.dir(key))
+    rows = getattr(importlib.import_module(mod), fn)(study_ctx, **dict(spec.kw))
+    atomic_write_text(store.dir(key) / "rows.csv", rows.to_csv(index=False))
+    atomic_write_text(store.dir(key) / "done.json", json.dumps({
+        "key": key, "study": spec.name, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+        "code": code_version(), "env": environment(device)}, indent=1))
+
+
+@dataclasses.dataclass
+class StudyContext:
+    """What a study function gets: the store (to load its dependency runs), its spec, the device, the data
+    root, the feature networks and its own folder ``out`` (for arrays the figures reuse)."""
+
+    store: RunStore
+    spec: StudySpec
+    device: str
+    data_root: str
+    fb: Any
+    out: Path
+
+    def model(self, run: RunSpec):
+        return load_model(self.store, run, self.fb, self.device)

@@ -1,0 +1,45 @@
+"""Child process groups: stop them together (SIGTERM, then SIGKILL after a grace period), and make a child die
+with its parent even when the parent is killed with SIGKILL (Linux ``PR_SET_PDEATHSIG``)."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Iterable
+
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_process_groups(procs: Iterable[subprocess.Popen], grace: float = 10.0) -> None:
+    """SIGTERM the process group of each running ``proc`` (each was started with ``start_new_session=True``),
+    then SIGKILL what is still alive after ``grace`` seconds."""
+    procs = [p for p in procs if p.poll() is None]
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen`: the child gets ``sig`` when the process that started it
+    dies, however it dies (no-op outside Linux)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig))
+    except OSError:
+        pass
