@@ -413,4 +413,44 @@ def psnr_loss(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
     return 10.0 * torch.log10(mse_i + 1e-8).mean()
 
 
-LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "psnr": psnr_loss}
+def _charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    return torch.sqrt((x - y).pow(2) + eps * eps).mean()
+
+
+_GAUSS_1D = torch.tensor([0.05, 0.25, 0.4, 0.25, 0.05])
+
+
+def _gauss5(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel 5x5 binomial-like blur (outer product of ``_GAUSS_1D``), replicate-padded."""
+    c = x.shape[1]
+    k = torch.outer(_GAUSS_1D, _GAUSS_1D).to(x)[None, None].expand(c, 1, 5, 5)
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), k, groups=c)
+
+
+def laplacian_detail(x: torch.Tensor) -> torch.Tensor:
+    """One Laplacian-pyramid detail level: ``x`` minus its blurred, 2x-decimated, zero-stuffed (x4) and
+    re-blurred copy — the edge map MPRNet's edge loss compares."""
+    blurred = _gauss5(x)
+    stuffed = torch.zeros_like(blurred)
+    stuffed[:, :, ::2, ::2] = blurred[:, :, ::2, ::2] * 4
+    return x - _gauss5(stuffed)
+
+
+def _stages(out: torch.Tensor | Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+    return out if isinstance(out, (list, tuple)) else (out,)
+
+
+def charbonnier(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) -> torch.Tensor:
+    """Charbonnier loss mean(sqrt((x - y)^2 + 1e-6)) (MPRNet's, eps = 1e-3); a multi-stage output (MPRNet's
+    list of stage images) sums it over the stages, as MPRNet's train.py does."""
+    return sum(_charbonnier(o, batch["gt"]) for o in _stages(out))
+
+
+def edge(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) -> torch.Tensor:
+    """MPRNet's edge loss: Charbonnier between the Laplacian details (:func:`laplacian_detail`) of output and
+    target, summed over stages (MPRNet weighs it 0.05 against the Charbonnier term)."""
+    gt = laplacian_detail(batch["gt"])
+    return sum(_charbonnier(laplacian_detail(o), gt) for o in _stages(out))
+
+
+LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "psnr": psnr_loss, "charbonnier": charbonnier, "edge": edge}

@@ -143,6 +143,26 @@ SPA_PATCHES = 638_464          # IDT dataset/imgdata.py prepare_SPA: range(63846
 TEXTPROMPTIR_EPOCH = 5_144 * 3 * 3 + 200 * 200 + 72_135
 CUB_TRAIN = 5_994              # CUB-200-2011 train_test_split.txt: images marked 1
 
+# DINO-IR's four-task mix, one pass: DID's 12,000 clean training images twice (blur, noise), its 12,000 rain
+# pairs, 4,000 OTS images (irlib choice: the release-free paper gives no epoch, so a pass over every source once).
+DINOIR_MIX_EPOCH = 3 * DID_PAIRS + 4_000
+_KAIR_DNCNN = ("cszn/KAIR@bcf95ae options/train_dncnn.json: G_optimizer adam lr 1e-4, MultiStepLR milestones "
+               "[200K, 400K, 600K, 800K, 1M, 2M] gamma 0.5, dataloader_batch_size 64, H_size 40, G_lossfn l1, no "
+               "clipping; colour blind DnCNN (in/out 3 channels, 20 layers as KAIR's dncnn_color_blind)")
+_MPRNET = ("swz30/MPRNet@9edfb1d Deraining/training.yml (BATCH_SIZE 16, NUM_EPOCHS 250, LR_INITIAL 2e-4, LR_MIN "
+           "1e-6, TRAIN_PS 256) and @51cea72 Deraining/train.py: Adam betas (0.9, 0.999) eps 1e-8, "
+           "GradualWarmupScheduler 3 epochs then CosineAnnealingLR(250 - 3, eta_min 1e-6) stepped per epoch, "
+           "DataLoader without drop_last, loss = sum over the 3 stage outputs of Charbonnier + 0.05 x edge "
+           "(Laplacian) loss. Declared difference: irlib's warm-up starts at 0 (0, lr/2, lr over epochs 1-3), the "
+           "release's at lr/3 (lr/3, 2lr/3, lr); epochs counted over DINO-IR's mix")
+_NAFNET_SIDD = ("megvii-research/NAFNet@01a4c86 options/train/SIDD/NAFNet-width32.yml (irlib choice of the release's "
+                "configs: its denoising one; the paper does not say which): AdamW lr 1e-3 betas (0.9, 0.9) weight "
+                "decay 0, TrueCosineAnnealingLR T_max 200K eta_min 1e-7, total_iter 200K, 8 GPUs x batch 4 = 32, "
+                "gt_size 256, no flips/rotations, PSNRLoss, no gradient clipping")
+_PROMPTIR = ("va1shn9v/PromptIR@49a78a3 options.py (--epochs 120, --batch_size 8 per GPU x --num_gpus 4 = 32, "
+             "--patch_size 128) and @20eff77 train.py: AdamW lr 2e-4 (torch's default weight decay 0.01), "
+             "LinearWarmupCosineAnnealingLR(warmup_epochs=15, max_epochs=150) stepped per epoch, L1, drop_last; "
+             "epochs counted over DINO-IR's mix")
 _KAIR = "cszn/KAIR options/swinir/{} (the SwinIR authors' training code)"
 _KAIR_COMMON = (": G_optimizer adam lr 2e-4 wd 0, no clipping, MultiStepLR milestones [250K, 400K, 450K, 475K, 500K] "
                 "gamma 0.5, E_decay (EMA) 0.999, L1; steps: 500K, the last milestone (KAIR's loop has no end of its "
@@ -283,6 +303,23 @@ ORIGINAL: dict[str, Schedule] = {
                                            "batch 12, patch 128; reading the two as Restormer-style progressive "
                                            "stages is possible but not stated)"),
     "DINO-IR single-task": _dino_ir(4, 128, "Batch 4, patch 128: the paper's single-task values (one RTX 3090)"),
+    # ------------------------------------------------------------------ DINO-IR's comparison methods (Table 1)
+    # Each trained by the DINO-IR authors "with codes" of its release on DINO-IR's four-task mix: the release's
+    # optimiser, schedule, batch, patch and loss; epochs counted over the mix (DINOIR_MIX_EPOCH).
+    "DnCNN DINO-IR mix": Schedule(
+        400_000, 64, 40, 1e-4, decay="step", milestones=(200_000,), gamma=0.5,
+        source=_KAIR_DNCNN + "; irlib choice: 400K steps, KAIR's merge_bn_startpoint (KAIR's loop has no end of its "
+                             "own; the BN merge itself, which KAIR then performs, is not done)"),
+    "MPRNet DINO-IR mix": Schedule(
+        250 * iters_per_epoch(DINOIR_MIX_EPOCH, 16, drop_last=False), 16, 256, 2e-4, decay="warmup_cosine",
+        warmup=3, t_max=250, eta_min=1e-6, tick=iters_per_epoch(DINOIR_MIX_EPOCH, 16, drop_last=False),
+        rec="charbonnier", source=_MPRNET),
+    "NAFNet DINO-IR mix": Schedule(
+        200_000, 32, 256, 1e-3, optimizer="adamw", betas=(0.9, 0.9), decay="cosine", eta_min=1e-7, rec="psnr",
+        source=_NAFNET_SIDD),
+    "PromptIR DINO-IR mix": Schedule(
+        120 * iters_per_epoch(DINOIR_MIX_EPOCH, 32), 32, 128, 2e-4, optimizer="adamw", weight_decay=0.01,
+        decay="warmup_cosine", warmup=15, t_max=150, tick=iters_per_epoch(DINOIR_MIX_EPOCH, 32), source=_PROMPTIR),
     # ------------------------------------------------------------------ DiffLoss
     "DiffLoss": Schedule(
         40_000, 4, 256, 1e-4, rec="mse",

@@ -190,7 +190,9 @@ class Trainer:
         dev_type = "cuda" if self.device.startswith("cuda") else "cpu"
         with torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None):
             out = self.forward(self.net, batch) if self.forward else self.net(batch["lq"])
-            values = {k: fn(out.float(), batch, self.model) for k, (_, fn) in self.loss_terms.items()}
+            # a multi-stage network (MPRNet) returns its stage images; its loss terms sum over them
+            out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
+            values = {k: fn(out, batch, self.model) for k, (_, fn) in self.loss_terms.items()}
             total = sum(w * values[k] for k, (w, _) in self.loss_terms.items())
         # one device->host copy per step for all logged values (not one sync per term)
         logged = torch.stack([torch.as_tensor(v, device=total.device).detach().float().reshape(()) for v in (*values.values(), total)])
@@ -256,12 +258,16 @@ class Trainer:
 def padded_forward(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pad_to: int,
                    out_size: tuple[int, int] | None = None) -> torch.Tensor:
     """``run(x)`` with ``x`` reflect-padded (bottom/right) to a multiple of ``pad_to``, the output cropped to
-    ``out_size`` (default: the input's size; pass the target size for super-resolution)."""
+    ``out_size`` (default: the input's size; pass the target size for super-resolution). A multi-stage network
+    that returns a list of stage images (MPRNet) gives its first, the restored image its release tests."""
     h, w = out_size or x.shape[-2:]
     ph, pw = (-x.shape[-2]) % pad_to, (-x.shape[-1]) % pad_to
     if ph or pw:
         x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
-    return run(x)[..., :h, :w]
+    y = run(x)
+    if isinstance(y, (list, tuple)):
+        y = y[0]
+    return y[..., :h, :w]
 
 
 @torch.no_grad()

@@ -31,6 +31,22 @@ def test_full_plan_covers_every_own_row(paper):
 
 
 @pytest.mark.parametrize("paper", plan.PAPERS)
+def test_every_reference_row_has_one_class_and_cited_rows_a_source(paper):
+    """Three classes of rows: the paper's own (method, baselines, ablations), comparisons (other methods the
+    authors ran in their setting) and cited (copied from other work, with the source the paper names)."""
+    p = plan.build(paper, "full")
+    classes = p.row_classes(reference(paper))
+    assert (classes.status != "unaccounted").all()
+    assert set(classes["class"]) <= {"own", "comparison", "cited"}
+    cited = classes[classes["class"] == "cited"]
+    assert (cited.status == "cited").all() and (cited.cited_from.str.len() > 0).all()
+    assert (classes[classes["class"] != "cited"].cited_from == "").all()
+    frame = p.frame()
+    assert set(frame.kind) <= {"own", "comparison"}
+    assert not any("trained and evaluated by" in why for _, why in p.cited.values()), "a measured row declared cited"
+
+
+@pytest.mark.parametrize("paper", plan.PAPERS)
 def test_rehearsal_plans_exactly_the_full_rows_and_smoke_a_subset(paper):
     try:
         full = plan.build(paper, "full")

@@ -32,16 +32,45 @@ def _runs(p, table, method, setting=None):
 def test_planned_rows_are_the_references_own_rows(full):
     ref = reference("dinoir")
     frame = full.frame()
-    counts = frame[~frame.extra].groupby("table").size().to_dict()
+    own_frame = frame[~frame.extra & (frame.kind == "own")]
+    counts = own_frame.groupby("table").size().to_dict()
     assert counts == OWN and sum(OWN.values()) == 130
     extra = frame[frame.extra]  # Figs. 3a and 5: numbers the paper shows only as pictures
     assert set(extra.table) == {"Fig. 3a", "Fig. 5"} and len(extra) == 8
+    classes = full.row_classes(ref)
     for table, n in OWN.items():
-        cited = full.cited.get(table, ((), ""))[0]
-        own = ref[(ref.table == table) & ~ref.method.isin(cited)]
+        own = classes[(classes.table == table) & (classes["class"] == "own")]
         assert len(own) == n, table
-        assert set(map(tuple, own[KEY].values)) == {tuple(k.as_dict().values()) for k in _rows(full, table)}
-    assert len(ref) == 370 and sum(len(ref[(ref.table == t) & ref.method.isin(m)]) for t, (m, _) in full.cited.items()) == 240
+        assert set(map(tuple, own[KEY].values)) == {tuple(k.as_dict().values()) for k, r in _rows(full, table).items()
+                                                    if r.kind == "own"}
+    assert len(ref) == 370 and (classes["class"] == "cited").sum() == 120 and (classes.status != "unaccounted").all()
+
+
+def test_other_methods_the_authors_ran_are_comparisons_not_citations(full):
+    """DINO-IR's 'Evaluated Methods': the seven other methods of Table 1 (and Table 4's AIRNet and PromptIR) were
+    trained and evaluated by its authors in its four-task setting: 120 rows of class 'comparison', none cited."""
+    classes = full.row_classes(reference("dinoir"))
+    comp = classes[classes["class"] == "comparison"]
+    assert len(comp) == 120
+    assert set(comp[comp.table == "Table 1"].method) == {"DnCNN", "MPRNet", "NAFNet", "AirNet", "WGWS", "DA-CLIP",
+                                                          "PromptIR"}
+    assert set(comp[comp.table == "Table 4"].method) == {"AIRNet", "PromptIR"}
+    assert "Table 1" not in full.cited and "Table 4" not in full.cited
+    planned = comp[comp.status == "planned"]
+    assert set(planned.method) == {"DnCNN", "MPRNet", "NAFNet", "PromptIR"} and len(planned) == 4 * 16 + 4
+    excluded = {e.key.method: e.reason for e in full.excluded}
+    assert set(excluded) == {"AirNet", "WGWS", "DA-CLIP", "AIRNet"} and all(len(r) > 60 for r in excluded.values())
+    # each comparison method trains on DINO-IR's own four-task mix with its release's schedule, once for both tables
+    def spec(method):
+        return next(r for r in _rows(full, "Table 1", method).values() if isinstance(r.source, Measure)).source.runs[0]
+
+    for m in ("DnCNN", "MPRNet", "NAFNet", "PromptIR"):
+        assert len(_runs(full, "Table 1", m)) == 1 and spec(m).train == spec("DINO-IR").train
+        assert spec(m).schedule.source.startswith(("cszn/KAIR", "swz30/MPRNet", "megvii", "va1shn9v"))
+    assert _runs(full, "Table 4", "PromptIR") == _runs(full, "Table 1", "PromptIR")
+    cited2 = classes[(classes.table == "Table 2") & (classes["class"] == "cited")]
+    assert (cited2[cited2.method == "DA-CLIP"].cited_from == "source not stated").all()
+    assert cited2[cited2.method == "CBM3D"].cited_from.str.contains("PromptIR").all()
 
 
 def test_tables_share_the_paired_runs(full):
@@ -63,7 +92,7 @@ def test_tables_share_the_paired_runs(full):
 
 def test_what_each_run_trains(full):
     runs = {r.key(): r for r in full.runs()}
-    assert len(runs) == 15
+    assert len(runs) == 15 + 4   # + DnCNN, MPRNet, NAFNet, PromptIR in DINO-IR's setting
     base = runs[_runs(full, "Table 1", "Restormer")[0]]
     dino = runs[_runs(full, "Table 1", "DINO-IR")[0]]
     psf = runs[_runs(full, "Table 3", "with PSF (Restormer)")[0]]
@@ -93,7 +122,7 @@ def test_what_each_run_trains(full):
     from irlib.papers.dinoir import plan as plan_mod
 
     per_sigma = plan_mod.build(plan.get_profile("full"), per_sigma=True)
-    assert len(per_sigma.runs()) == 17
+    assert len(per_sigma.runs()) == 17 + 4
 
 
 def test_v0_and_the_baseline_build_without_dinov2():

@@ -2,10 +2,11 @@
 with, and :func:`gather`, which turns a run store into the paper's tidy rows."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,8 +14,8 @@ import pandas as pd
 from ..results import paired_bootstrap
 from ..schedules import Schedule
 from .preflight import needed_data
-from .spec import (KEY_COLUMNS, Average, EvalSpec, Excluded, FigureSpec, Limits, Measure, Row, RowKey, RunSpec,
-                   Source, Study, StudySpec, Term, TestSet, freeze)
+from .spec import (KEY_COLUMNS, SOURCE_NOT_STATED, Average, EvalSpec, Excluded, FigureSpec, Limits, Measure, Row,
+                   RowKey, RunSpec, Source, Study, StudySpec, Term, TestSet, freeze)
 
 ROW_COLUMNS = ["paper", "table", "method", "setting", "dataset", "metric", "value", "measured_on", "n_seeds",
                "n_images", "baseline", "gain", "gain_ci_low", "gain_ci_high", "profile", "weights", "notes", "runs"]
@@ -93,6 +94,7 @@ class Plan:
     figures: list[FigureSpec] = field(default_factory=list)
     excluded: list[Excluded] = field(default_factory=list)
     cited: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)   # table -> (methods, why)
+    sources: dict[tuple[str, str], str] = field(default_factory=dict)   # (table, cited method) -> where it is from
 
     # ------------------------------------------------------------------ derived views
     def runs(self) -> list[RunSpec]:
@@ -166,7 +168,8 @@ class Plan:
             self, rows=[r for r in self.rows if r.key.table.lower() in want],
             figures=[f for f in self.figures if f.figure.lower() in want],
             excluded=[e for e in self.excluded if e.key.table.lower() in want],
-            cited={t: v for t, v in self.cited.items() if t.lower() in want})
+            cited={t: v for t, v in self.cited.items() if t.lower() in want},
+            sources={k: v for k, v in self.sources.items() if k[0].lower() in want})
 
     def without_data(self, refs: Iterable[str]) -> tuple["Plan", dict[str, str]]:
         """This plan minus the tables/figures that read a dataset in ``refs`` (missing ones), and
@@ -190,8 +193,29 @@ class Plan:
             src = row.source
             kind = type(src).__name__.lower()
             runs = (src.runs if isinstance(src, Measure) else ())
-            out.append({**row.key.as_dict(), "source": kind, "n_runs": len(runs), "extra": row.extra, "notes": row.notes})
-        return pd.DataFrame(out, columns=[*KEY_COLUMNS, "source", "n_runs", "extra", "notes"])
+            out.append({**row.key.as_dict(), "source": kind, "n_runs": len(runs), "extra": row.extra, "kind": row.kind,
+                        "notes": row.notes})
+        return pd.DataFrame(out, columns=[*KEY_COLUMNS, "source", "n_runs", "extra", "kind", "notes"])
+
+    def row_classes(self, reference: pd.DataFrame) -> pd.DataFrame:
+        """Every reference row of this paper with its ``class`` (:data:`~irlib.engine.spec.ROW_CLASSES`: ``own``,
+        ``comparison`` or ``cited``), its ``status`` (``planned``, ``excluded``, ``cited`` or ``unaccounted``)
+        and, for cited rows, the ``source`` the paper names (or "source not stated")."""
+        planned = {tuple(r.key.as_dict().values()): r.kind for r in self.rows if not r.extra}
+        excluded = {tuple(e.key.as_dict().values()): e.kind for e in self.excluded}
+        out = []
+        for key in map(tuple, reference[list(KEY_COLUMNS)].values):
+            table, method = key[1], key[2]
+            if key in planned:
+                cls, status, src = planned[key], "planned", ""
+            elif key in excluded:
+                cls, status, src = excluded[key], "excluded", ""
+            elif method in self.cited.get(table, ((), ""))[0]:
+                cls, status, src = "cited", "cited", self.sources.get((table, method), SOURCE_NOT_STATED)
+            else:
+                cls, status, src = "", "unaccounted", ""
+            out.append({**dict(zip(KEY_COLUMNS, key)), "class": cls, "status": status, "cited_from": src})
+        return pd.DataFrame(out, columns=[*KEY_COLUMNS, "class", "status", "cited_from"])
 
     def tables(self) -> list[str]:
         return list(dict.fromkeys([r.key.table for r in self.rows] + [f.figure for f in self.figures]))
@@ -206,6 +230,7 @@ class Builder:
         self.P = get_profile(profile)
         self.plan = Plan(paper, self.P)
         self.paper, self.base_seed = paper, seed
+        self.kind = "own"   # the class of rows being declared (see comparisons())
 
     # ------------------------------------------------------------------ specs
     def data(self, ref: str) -> str:
@@ -282,16 +307,33 @@ class Builder:
         self.plan.figures.append(FigureSpec(self.paper, figure, title, fn, freeze(kw), tuple(runs), tuple(studies), testset))
 
     def exclude(self, table: str, method: str, setting: str, dataset: str, metric: str, reason: str) -> None:
-        self.plan.excluded.append(Excluded(RowKey(self.paper, table, method, setting, dataset, metric), reason))
+        self.plan.excluded.append(Excluded(RowKey(self.paper, table, method, setting, dataset, metric), reason,
+                                           self.kind))
 
-    def cite(self, table: str, methods: Sequence[str], reason: str) -> None:
+    @contextlib.contextmanager
+    def comparisons(self) -> Iterator[None]:
+        """Rows declared inside are ``comparison`` rows: other methods the authors trained and evaluated in
+        their own setting (numbers the paper measured, so planned like its own, but a class of their own)."""
+        self.kind = "comparison"
+        try:
+            yield
+        finally:
+            self.kind = "own"
+
+    def cite(self, table: str, methods: Sequence[str], reason: str, source: str | Mapping[str, str] = "") -> None:
         """Rows of ``table`` the paper copies from other work (not its own experiments): not reproduced; the
-        report shows the paper's number alone."""
+        report shows the paper's number alone. ``source``: where the paper says the numbers come from (one
+        text for all ``methods`` or one per method); empty = :data:`~irlib.engine.spec.SOURCE_NOT_STATED`."""
         self.plan.cited[table] = (tuple(self.plan.cited.get(table, ((), ""))[0]) + tuple(methods), reason)
+        for m in methods:
+            src = source.get(m, "") if isinstance(source, Mapping) else source
+            self.plan.sources[(table, m)] = src or SOURCE_NOT_STATED
 
     def _add(self, row: Row) -> None:
         if any(r.key == row.key for r in self.plan.rows):
             raise ValueError(f"row planned twice: {row.key}")
+        if row.kind != self.kind:
+            row = dataclasses.replace(row, kind=self.kind)
         self.plan.rows.append(row)
 
 

@@ -21,6 +21,12 @@ from typing import Any, Iterable, Mapping
 from ..schedules import Schedule
 
 KEY_COLUMNS = ("paper", "table", "method", "setting", "dataset", "metric")
+ROW_KINDS = ("own", "comparison")
+"""Classes of the rows a plan measures: the paper's ``own`` method, paired baselines and ablations; a
+``comparison``: another method the authors trained and evaluated in their own setting (their numbers, not copied).
+Rows copied from other work are the third class, ``cited`` (:meth:`irlib.engine.core.Builder.cite`)."""
+ROW_CLASSES = ROW_KINDS + ("cited",)
+SOURCE_NOT_STATED = "source not stated"
 
 
 def freeze(kw: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> tuple[tuple[str, Any], ...]:
@@ -223,12 +229,15 @@ class Study:
 @dataclass(frozen=True)
 class Row:
     """One planned number. ``extra`` rows are measurements the paper reports only as a figure or in words
-    (e.g. DINO-IR Fig. 5's feature distances): they are emitted and reported, but have no reference number."""
+    (e.g. DINO-IR Fig. 5's feature distances): they are emitted and reported, but have no reference number.
+    ``kind`` is the row's class (:data:`ROW_KINDS`): the paper's ``own`` method, baselines and ablations, or a
+    ``comparison``: another method the authors trained and evaluated in their own setting."""
 
     key: RowKey
     source: Measure | Average | Study
     notes: str = ""
     extra: bool = False
+    kind: str = "own"
 
 
 @dataclass(frozen=True)
@@ -248,7 +257,8 @@ class FigureSpec:
 
 @dataclass(frozen=True)
 class Excluded:
-    """A reference row the plan does not reproduce, and why."""
+    """A reference row the plan does not reproduce, and why (``kind`` as for :class:`Row`)."""
 
     key: RowKey
     reason: str
+    kind: str = "own"
