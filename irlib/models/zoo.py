@@ -92,6 +92,14 @@ ZOO: dict[str, Entry] = {
     "Restormer": Entry(_ctor("irlib.models.restormer:Restormer"), pad=8, tiny_kw=_restormer_tiny()),
     "TextPromptIR": Entry(_textpromptir, pad=8),
     "DINO-IR": Entry(_dinoir, pad=8),
+    # DINO-IR's Table 1 comparison methods, which DINO-IR ran in its own (all-in-one) setting
+    "DnCNN": Entry(_ctor("irlib.models.dncnn:DnCNN", "color_blind"),
+                   note="comparison method DINO-IR ran in its setting; KAIR's colour blind DnCNN (20 layers, BN)"),
+    "MPRNet": Entry(_ctor("irlib.models.mprnet:MPRNet", "deraining"), pad=8,
+                    note="comparison method DINO-IR ran in its setting; the release's Deraining config (3.64M); "
+                         "forward returns [restored, stage2, stage1], the release supervises all three"),
+    "PromptIR": Entry(_ctor("irlib.models.promptir:PromptIR"), pad=8,
+                      note="comparison method DINO-IR ran in its setting; the release's PromptIR(decoder=True)"),
     # DiffLoss's baselines
     "TaylorFormer": Entry(_ctor("irlib.models.taylorformer:TaylorFormer", "b"), pad=8,
                           note="MB-TaylorFormer-B (the DiffLoss paper does not say B or L; see the module docstring)"),
