@@ -111,6 +111,13 @@ ZOO: dict[str, Entry] = {
     "MSBDN": Entry(_ctor("irlib.models.msbdn:MSBDN"), pad=16),
     "GridDehazeNet": Entry(_ctor("irlib.models.gridnet:GridDehazeNet"), pad=4,
                            tiny_kw=dict(depth_rate=8, width=4, num_dense_layer=2, growth_rate=8)),
+    # DINO-IR's multi-task comparison methods (Table 1), which DINO-IR trained in its own setting
+    "AirNet": Entry(_ctor("irlib.models.airnet:AirNet", "release"),
+                    note="DINO-IR Table 1 comparison; two-stage training (contrastive encoder first, then joint): "
+                         "see irlib.models.airnet"),
+    "WGWS": Entry(_ctor("irlib.models.wgws:WGWS", "release"), pad=4,
+                  note="DINO-IR Table 1 comparison; the release's stage-2 K1 network (3 weathers, base 18): "
+                       "stage 1 is WGWS.stage1, see irlib.models.wgws"),
 }
 
 
