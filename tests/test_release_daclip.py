@@ -188,3 +188,227 @@ def test_sde_sampler_runs_and_is_seeded():
     assert a.shape == lq.shape and torch.equal(a, b) and not torch.equal(a, c)
     with pytest.raises(ValueError, match="mode"):
         s.sample(m, lq, mode="ode")
+
+
+# ------------------------------------------------------------------------------------------------ DA-CLIP
+from irlib.models.daclip import CLIP, DACLIPRestorer, DaCLIP, clip_preprocess, daclip_state_from_clip, load_daclip  # noqa: E402
+from irlib.models.release import ReleaseLoadError  # noqa: E402
+from release_fixtures import deterministic_state  # noqa: E402
+
+
+def _fill_all(m: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
+    """Fill every state-dict key with its :func:`deterministic_state` value, as the fixture generator filled the
+    release's DaCLIP. There ``clip.visual`` and ``visual`` are one module loaded twice, ``visual.*`` last, so the
+    shared tower ends up with the ``visual.*`` values: both names get those here."""
+    shapes = {k: list(v.shape) for k, v in m.state_dict().items()}
+    vals = deterministic_state(shapes, seed, scale)
+    for k in shapes:
+        if k.startswith("clip.visual."):
+            vals[k] = vals[k[len("clip."):]]
+    m.load_state_dict(vals, strict=True)
+    return m
+
+
+def _meta_state(keys: dict) -> dict:
+    return {k: torch.zeros(s, device="meta") for k, s in keys.items()}
+
+
+def test_daclip_state_dict_is_the_release_vit_b32():
+    fx = load_keys("daclip_vit_b32")
+    assert fx["source"]["repo"] == "Algolzw/daclip-uir" and fx["source"]["commit"] == COMMIT
+    m = _meta(DaCLIP.vit_b_32)
+    sd = m.state_dict()
+    assert list(sd) == fx["state_dict_keys"]            # same keys, same order (shared tower listed twice)
+    assert {k: list(v.shape) for k, v in sd.items()} == fx["params"] and fx["buffers"] == {}
+    assert count_params(m) == fx["param_count"] == 246_213_634
+    ctrl = [k for k in sd if k.startswith("visual_control.")]
+    zero = [k for k in ctrl if ".zero_modules." in k]
+    assert len(zero) == 24 and fx["params"]["visual_control.transformer.zero_modules.11.weight"] == [768, 768]
+    assert "visual_control.transformer.transformer.resblocks.0.attn.in_proj_weight" in ctrl
+
+
+def test_clip_state_dict_is_open_clip_vit_b32():
+    fx = load_keys("clip_vit_b32")
+    m = _meta(CLIP.vit_b_32)
+    params, buffers = state_shapes(m)
+    assert params == fx["params"] and buffers == fx["buffers"] == {}
+    assert count_params(m) == fx["param_count"]
+    assert "attn_mask" not in m.state_dict() and m.attn_mask.shape == (77, 77)
+
+
+def test_daclip_zero_projections_start_at_zero_and_clip_locks():
+    m = DaCLIP.tiny()
+    for z in m.visual_control.transformer.zero_modules:
+        assert not z.weight.detach().any() and not z.bias.detach().any()
+    assert m.visual is m.clip.visual
+    m.lock_clip()
+    assert not any(p.requires_grad for p in m.clip.parameters())
+    assert all(p.requires_grad for p in m.controller_parameters())
+
+
+def test_daclip_computes_the_release_outputs():
+    fx = _pt("daclip_small")
+    m = _fill_all(DaCLIP(CLIP(**fx["config"])), scale=fx["scale"]).eval()
+    with torch.no_grad():
+        feats, degra = m.encode_image(fx["image"], control=True)
+        plain = m.encode_image(fx["image"])
+        text = m.encode_text(fx["text"])
+        out = m(image=fx["image"], text=torch.cat([fx["text"], fx["text"].flip(0)], dim=-1))
+    # the controller changes the frozen encoder's output: the comparison has teeth
+    assert float((fx["image_features"] - fx["plain_image_features"]).abs().max()) > 0.01
+    for got, key in ((feats, "image_features"), (degra, "degra_features"), (plain, "plain_image_features"),
+                     (text, "text_features")):
+        torch.testing.assert_close(got, fx[key], atol=1e-5, rtol=1e-5)
+    for k, v in fx["forward"].items():
+        torch.testing.assert_close(out[k], v, atol=1e-5, rtol=1e-5)
+
+
+def test_daclip_hidden_states_enter_in_reverse_order():
+    m = _fill_all(DaCLIP.tiny()).eval()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    vc = m.visual_control
+    with torch.no_grad():
+        _, hiddens = vc.transformer(vc.tokens(x))
+        feats, _ = m.encode_image(x, control=True)
+        assert torch.equal(feats, m.clip.visual(x, control=hiddens))
+        in_order = m.clip.visual(x, control=hiddens[::-1])
+    assert float((feats - in_order).abs().max()) > 1e-4
+    with pytest.raises(ValueError, match="one tensor per block"):
+        m.clip.visual(x, control=hiddens[:1])
+
+
+def test_release_daclip_checkpoint_loads_strictly():
+    keys = load_keys("daclip_vit_b32")["params"]
+    ckpt = {"epoch": 30, "state_dict": {f"module.{k}": v for k, v in _meta_state(keys).items()}}
+    m = _meta(DaCLIP.vit_b_32)
+    assert load_daclip(m, ckpt) is m
+    missing = dict(ckpt["state_dict"])
+    missing.pop("module.visual_control.transformer.zero_modules.3.bias")
+    with pytest.raises(ReleaseLoadError, match="1 missing keys: visual_control.transformer.zero_modules.3.bias"):
+        load_daclip(_meta(DaCLIP.vit_b_32), {"state_dict": missing})
+
+
+def test_the_image_tower_is_registered_once_but_listed_twice_like_the_release():
+    m = _fill_all(DaCLIP.tiny(), seed=2)
+    names = [n for n, _ in m.named_parameters(remove_duplicate=False)]
+    assert not any(n.startswith("visual.") for n in names) and len(names) == len(set(names))
+    sd = m.state_dict()
+    assert sd["visual.conv1.weight"] is sd["clip.visual.conv1.weight"]
+    other = DaCLIP.tiny()
+    other.load_state_dict(sd, strict=True)
+    assert torch.equal(other.visual.proj, m.clip.visual.proj)
+    bad = dict(sd)
+    bad["visual.proj"] = sd["visual.proj"] + 1
+    with pytest.raises(RuntimeError, match="two copies of CLIP's image tower disagree"):
+        DaCLIP.tiny().load_state_dict(bad)
+    short = {k: v for k, v in sd.items() if k != "visual.ln_pre.weight"}
+    with pytest.raises(RuntimeError, match="Missing key.*visual.ln_pre.weight"):
+        DaCLIP.tiny().load_state_dict(short, strict=True)
+    DaCLIP.tiny().load_state_dict(short, strict=False)
+    # nested (prefix "daclip."), as in the restorer
+    r = DACLIPRestorer.tiny()
+    assert "daclip.visual.conv1.weight" in r.state_dict()
+    DACLIPRestorer.tiny().load_state_dict(r.state_dict(), strict=True)
+
+
+def test_plain_clip_file_becomes_the_release_starting_point():
+    clip_keys = load_keys("clip_vit_b32")["params"]
+    state = daclip_state_from_clip(_meta_state(clip_keys), layers=12)
+    assert set(state) == set(load_keys("daclip_vit_b32")["state_dict_keys"])
+    load_daclip(_meta(DaCLIP.vit_b_32), _meta_state(clip_keys), from_clip=True)
+    with pytest.raises(ValueError, match="visual.class_embedding"):
+        daclip_state_from_clip({"logit_scale": torch.zeros(())}, layers=12)
+    # numerically: the controller starts as CLIP's image tower, so content = degradation = CLIP's embedding
+    tiny_clip = DaCLIP.tiny().clip
+    _fill_all(tiny_clip, seed=3)
+    m = load_daclip(DaCLIP.tiny(), tiny_clip.state_dict(), from_clip=True).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        feats, degra = m.encode_image(x, control=True)
+        plain = tiny_clip.eval().encode_image(x)
+    torch.testing.assert_close(feats, plain, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(degra, plain, atol=1e-6, rtol=1e-6)
+
+
+def test_initial_controller_copies_the_image_tower():
+    m = _fill_all(DaCLIP.tiny(), seed=5)
+    m.initial_controller()
+    own = dict(m.visual_control.named_parameters())
+    for k, p in m.clip.visual.named_parameters():
+        k2 = k.replace("transformer.", "transformer.transformer.", 1) if k.startswith("transformer.") else k
+        assert torch.equal(own[k2], p), k
+    assert torch.equal(m.logit_scale, m.clip.logit_scale)
+
+
+def test_daclip_controller_gets_gradients_and_clip_none():
+    m = _fill_all(DaCLIP.tiny())
+    m.lock_clip()
+    g = torch.Generator().manual_seed(0)
+    img, text = torch.randn(2, 3, 32, 32, generator=g), torch.randint(1, 40, (2, 14), generator=g)
+    out = m(image=img, text=text)
+    s = out["logit_scale"]
+    loss = -(s * out["image_features"] @ out["text_features"].T).log_softmax(-1).diag().mean() \
+        - (s * out["image_degra_features"] @ out["text_degra_features"].T).log_softmax(-1).diag().mean()
+    loss.backward()
+    assert all(p.grad is None for p in m.clip.parameters())
+    for k, p in m.visual_control.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, k
+    assert m.logit_scale.grad is not None
+
+
+def test_clip_preprocess_resizes_crops_and_normalises():
+    x = torch.full((1, 3, 40, 60), 0.5)
+    y = clip_preprocess(x, 32)
+    assert y.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(y[0, :, 5, 5], (0.5 - torch.tensor([0.48145466, 0.4578275, 0.40821073]))
+                               / torch.tensor([0.26862954, 0.26130258, 0.27577711]), atol=1e-5, rtol=1e-5)
+
+
+def test_restorer_tiny_restores_and_trains_only_the_unet():
+    torch.manual_seed(0)
+    r = DACLIPRestorer.tiny(T=3)
+    lq, gt = torch.rand(2, 3, 20, 24), torch.rand(2, 3, 20, 24)
+    r.eval()
+    y1, y2 = r(lq), r(lq)
+    assert y1.shape == lq.shape and torch.isfinite(y1).all() and torch.equal(y1, y2)
+    r.train()
+    assert not r.daclip.training
+    loss = r.training_loss(lq, gt, generator=torch.Generator().manual_seed(1))
+    loss.backward()
+    assert all(p.grad is None for p in r.daclip.parameters())
+    assert all(p.grad is not None for p in r.unet.parameters())
+    assert all(not p.requires_grad for p in r.daclip.parameters())
+    with pytest.raises(ValueError, match="context"):
+        DACLIPRestorer(DaCLIP.tiny(), ConditionalUNet.tiny(context_dim=24), IRSDE(50, T=2))
+
+
+def test_daclip_manifests_build_the_release_networks():
+    from irlib import weights as W
+
+    m = W.load_weight_manifest("daclip_vit_b32")
+    assert m["url"].endswith("/daclip_ViT-B-32.pt") and m["sha256"] is None
+    with torch.device("meta"):
+        net = W.resolve_network(m)(**m["args"])
+    assert list(net.state_dict()) == load_keys("daclip_vit_b32")["state_dict_keys"]
+    u = W.load_weight_manifest("daclip_universal_ir")
+    _same_state(_meta(lambda: W.resolve_network(u)(**u["args"])), load_keys("irsde_unet"))
+    c = W.load_weight_manifest("clip_vit_b32_laion2b")
+    assert c["kind"] == "huggingface" and c["hf_repo"] == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    with torch.device("meta"):
+        params, _ = state_shapes(W.resolve_network(c)(**c["args"]))
+    assert params == load_keys("clip_vit_b32")["params"]
+    for x in (m, u, c):
+        assert {"paper": "dinoir", "table": "Table 1", "method": "DA-CLIP"} in x["used_by"]
+
+
+def test_zoo_entry_builds_the_restorer_at_both_sizes():
+    from irlib.models import zoo
+
+    e = zoo.entry("DA-CLIP")
+    assert "DINO-IR" in e.note and not e.scale
+    tiny = zoo.create("DA-CLIP", size="tiny")
+    assert isinstance(tiny, DACLIPRestorer) and tiny.sde.T == 4
+    with torch.device("meta"):
+        full = zoo.create("DA-CLIP")
+    assert full.sde.T == 100 and full.unet.context_dim == 512 == full.daclip.embed_dim
+    assert count_params(full.unet) == 48_975_747 and count_params(full.daclip) == 246_213_634

@@ -103,6 +103,12 @@ ZOO: dict[str, Entry] = {
     "MSBDN": Entry(_ctor("irlib.models.msbdn:MSBDN"), pad=16),
     "GridDehazeNet": Entry(_ctor("irlib.models.gridnet:GridDehazeNet"), pad=4,
                            tiny_kw=dict(depth_rate=8, width=4, num_dense_layer=2, growth_rate=8)),
+    # DA-CLIP (ICLR 2024): a comparison method DINO-IR retrains in its own setting (Table 1). The restorer is the
+    # IR-SDE U-Net driven by a frozen DA-CLIP ViT-B/32; forward(lq) samples T=100 posterior steps, training uses
+    # DACLIPRestorer.training_loss (the release's objective), not an image loss on forward's output.
+    "DA-CLIP": Entry(_ctor("irlib.models.daclip:DACLIPRestorer", "universal"),
+                     note="DA-CLIP + IR-SDE, release-identical (Algolzw/daclip-uir); DINO-IR ran it in its setting; "
+                          "trained with its own SDE objective (training_loss); tiny: 3-layer CLIP, T=4"),
 }
 
 
