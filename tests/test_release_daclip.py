@@ -412,3 +412,21 @@ def test_zoo_entry_builds_the_restorer_at_both_sizes():
         full = zoo.create("DA-CLIP")
     assert full.sde.T == 100 and full.unet.context_dim == 512 == full.daclip.embed_dim
     assert count_params(full.unet) == 48_975_747 and count_params(full.daclip) == 246_213_634
+
+
+def test_release_options_are_the_option_files_and_drive_the_full_size():
+    import json
+
+    from irlib.models.daclip import RELEASE_OPTIONS
+
+    fx = json.loads((FIXTURES / "daclip_options.json").read_text())
+    assert fx["source"]["commit"] == COMMIT
+    for sec, want in RELEASE_OPTIONS.items():
+        assert want == {k: v for k, (v, _line) in fx[sec]["values"].items()}, sec
+    o = RELEASE_OPTIONS["restorer_train"]
+    r = _meta(DACLIPRestorer.universal)
+    assert r.sde.T == o["T"] and r.sde.max_sigma == pytest.approx(o["max_sigma"] / 255)
+    s = IRSDE(o["max_sigma"], T=o["T"], schedule=o["schedule"], eps=o["eps"])
+    assert float(torch.exp(-s.thetas_cumsum[-1] * s.dt)) == pytest.approx(o["eps"], rel=1e-5)
+    u = r.unet
+    assert (u.context_dim, u.use_degra_context, u.use_image_context, u.depth) == (512, True, True, 4)

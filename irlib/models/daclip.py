@@ -47,6 +47,21 @@ TINY: dict[str, Any] = {"embed_dim": 16,
                         "text_cfg": {"context_length": 7, "vocab_size": 40, "width": 32, "heads": 2, "layers": 2}}
 
 
+#: the release's training/testing settings (Algolzw/daclip-uir: IR-SDE ``options/train.yml`` / ``test.yml``,
+#: DA-CLIP ``da-clip/README.md`` training command); tests/fixtures/release/daclip_options.json has file + line
+RELEASE_OPTIONS: dict[str, dict[str, Any]] = {
+    "restorer_train": {"max_sigma": 50, "T": 100, "schedule": "cosine", "eps": 0.005, "batch_size": 16,
+                       "patch_size": 256, "use_flip": True, "use_rot": True, "nf": 64, "ch_mult": [1, 2, 4, 8],
+                       "context_dim": 512, "use_degra_context": True, "use_image_context": True,
+                       "optimizer": "AdamW", "lr_G": 2e-4, "lr_scheme": "TrueCosineAnnealingLR", "beta1": 0.9,
+                       "beta2": 0.99, "niter": 700_000, "warmup_iter": -1, "eta_min": 1e-6, "is_weighted": False,
+                       "loss_type": "l1", "weight": 1.0, "manual_seed": 0},
+    "restorer_test": {"max_sigma": 50, "T": 100, "eps": 0.005, "sampling_mode": "posterior"},
+    "controller_train": {"warmup": 100, "batch_size": 784, "lr": 2e-5, "wd": 0.05, "epochs": 30,
+                         "model": "daclip_ViT-B-32", "pretrained": "laion2b_s34b_b79k"},
+}
+
+
 class QuickGELU(nn.Module):
     """``x * sigmoid(1.702 x)`` (OpenAI's original CLIP activation)."""
 
