@@ -356,12 +356,24 @@ def test_daclip_controller_gets_gradients_and_clip_none():
     assert m.logit_scale.grad is not None
 
 
-def test_clip_preprocess_resizes_crops_and_normalises():
-    x = torch.full((1, 3, 40, 60), 0.5)
-    y = clip_preprocess(x, 32)
-    assert y.shape == (1, 3, 32, 32)
-    torch.testing.assert_close(y[0, :, 5, 5], (0.5 - torch.tensor([0.48145466, 0.4578275, 0.40821073]))
-                               / torch.tensor([0.26862954, 0.26130258, 0.27577711]), atol=1e-5, rtol=1e-5)
+def test_clip_preprocess_is_the_release_clip_transform_within_one_8bit_level():
+    fx = _pt("daclip_clip_transform")
+    y = clip_preprocess(fx["image"].float() / 255)
+    assert list(y.shape) == fx["output_shape"] == [1, 3, 224, 224]
+    err = (y[..., ::7, ::7] - fx["output_every_7th"]).abs()
+    level = 1 / 255 / 0.26130258  # one 8-bit level after the widest normalisation
+    assert float(err.max()) <= level + 1e-4 and float(err.mean()) < 0.2 * level
+    # a 1-pixel crop offset (floor instead of round) would break the match
+    shifted = torch.roll(y, 1, dims=-1)[..., ::7, ::7]
+    assert float((shifted - fx["output_every_7th"]).abs().max()) > 2 * level
+
+
+def test_clip_preprocess_shapes_and_portrait_images():
+    y = clip_preprocess(torch.full((2, 3, 70, 40), 0.5), 32)
+    assert y.shape == (2, 3, 32, 32)
+    expect = (127 / 255 - torch.tensor([0.48145466, 0.4578275, 0.40821073])) / torch.tensor(
+        [0.26862954, 0.26130258, 0.27577711])
+    torch.testing.assert_close(y[0, :, 5, 5], expect, atol=1e-5, rtol=1e-5)
 
 
 def test_restorer_tiny_restores_and_trains_only_the_unet():

@@ -351,13 +351,16 @@ def load_daclip(model: DaCLIP, path_or_state: str | Path | Mapping, from_clip: b
 
 
 def clip_preprocess(x: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """Images in [0, 1] (N, 3, H, W) to CLIP's input: bicubic resize of the short side to ``size``, centre
-    crop, OpenAI normalisation (a tensor version of the release's PIL ``clip_transform``)."""
+    """Images in [0, 1] (N, 3, H, W) to CLIP's input as the release's ``clip_transform`` makes it from a float
+    image: 8-bit truncation, bicubic resize of the short side to ``size`` (long side ``int(size * long /
+    short)``), 8-bit rounding, centre crop (offsets rounded), OpenAI normalisation. PIL's bicubic filter and
+    torch's antialiased one differ by at most one 8-bit level (tested against the release)."""
     h, w = x.shape[-2:]
-    s = size / min(h, w)
-    nh, nw = max(size, round(h * s)), max(size, round(w * s))
-    x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    top, left = (nh - size) // 2, (nw - size) // 2
+    nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    x = torch.floor(x.clamp(0, 1) * 255) / 255
+    x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    x = torch.round(x.clamp(0, 1) * 255) / 255
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
     x = x[..., top:top + size, left:left + size]
     mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
