@@ -442,3 +442,22 @@ def test_release_options_are_the_option_files_and_drive_the_full_size():
     assert float(torch.exp(-s.thetas_cumsum[-1] * s.dt)) == pytest.approx(o["eps"], rel=1e-5)
     u = r.unet
     assert (u.context_dim, u.use_degra_context, u.use_image_context, u.depth) == (512, True, True, 4)
+
+
+def test_daclip_loss_and_optimizer_groups_are_the_release():
+    from irlib.models.daclip import clamp_logit_scale, controller_param_groups, daclip_loss
+
+    fx = _pt("daclip_loss")
+    got = daclip_loss(fx["features"])
+    for k, v in fx["losses"].items():
+        torch.testing.assert_close(got[k], v, atol=1e-5, rtol=1e-5)
+    m = DaCLIP(CLIP(**fx["config"]))
+    m.lock_clip()
+    groups = controller_param_groups(m, weight_decay=0.05)
+    assert [g["names"] for g in groups] == [fx["param_groups"]["no_decay"], fx["param_groups"]["decay"]]
+    assert [g["weight_decay"] for g in groups] == [0.0, 0.05]
+    opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], lr=2e-5)
+    with torch.no_grad():
+        m.logit_scale.fill_(7.0)
+    clamp_logit_scale(m)
+    assert float(m.logit_scale.detach()) == pytest.approx(4.60517, rel=1e-5) and len(opt.param_groups) == 2

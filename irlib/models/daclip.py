@@ -282,6 +282,40 @@ class DaCLIP(nn.Module):
                 "logit_scale": self.logit_scale.exp()}
 
 
+def daclip_loss(out: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The release's DA-CLIP objective (single process): symmetric InfoNCE between image and caption embeddings
+    (``contrastive_loss``) and between degradation embeddings of image and degradation text (``degra_loss``);
+    training minimises their sum. ``out`` is :meth:`DaCLIP.forward`'s dict."""
+
+    def clip_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        logits = out["logit_scale"] * a @ b.T
+        labels = torch.arange(a.shape[0], device=a.device)
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+    return {"contrastive_loss": clip_loss(out["image_features"], out["text_features"]),
+            "degra_loss": clip_loss(out["image_degra_features"], out["text_degra_features"])}
+
+
+def controller_param_groups(model: DaCLIP, weight_decay: float = 0.05) -> list[dict[str, Any]]:
+    """The release's AdamW groups over the trainable parameters: no weight decay for gains, biases, 1-D tensors
+    and ``logit_scale``; ``weight_decay`` for the rest. (After each step the release clamps ``logit_scale`` to
+    ``[0, log 100]``: :func:`clamp_logit_scale`.)"""
+    def no_decay(n: str, p: torch.Tensor) -> bool:
+        return p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [{"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0,
+             "names": [n for n, p in named if no_decay(n, p)]},
+            {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": weight_decay,
+             "names": [n for n, p in named if not no_decay(n, p)]}]
+
+
+@torch.no_grad()
+def clamp_logit_scale(model: DaCLIP) -> None:
+    """Keep the temperature's log in ``[0, log 100]`` (CLIP's rule, applied by the release after each step)."""
+    model.logit_scale.clamp_(0, math.log(100))
+
+
 def _list_visual_twice(module: DaCLIP, state: dict, prefix: str, local_metadata: Any) -> None:
     """State-dict hook: list ``clip.visual.*`` again as ``visual.*``, between ``clip.*`` and ``visual_control.*``,
     as the release's state dict does (there ``visual`` is a second registration of the same module)."""
