@@ -118,6 +118,12 @@ ZOO: dict[str, Entry] = {
     "WGWS": Entry(_ctor("irlib.models.wgws:WGWS", "release"), pad=4,
                   note="DINO-IR Table 1 comparison; the release's stage-2 K1 network (3 weathers, base 18): "
                        "stage 1 is WGWS.stage1, see irlib.models.wgws"),
+    # DA-CLIP (ICLR 2024): a comparison method DINO-IR retrains in its own setting (Table 1). The restorer is the
+    # IR-SDE U-Net driven by a frozen DA-CLIP ViT-B/32; forward(lq) samples T=100 posterior steps, training uses
+    # DACLIPRestorer.training_loss (the release's objective), not an image loss on forward's output.
+    "DA-CLIP": Entry(_ctor("irlib.models.daclip:DACLIPRestorer", "universal"),
+                     note="DA-CLIP + IR-SDE, release-identical (Algolzw/daclip-uir); DINO-IR ran it in its setting; "
+                          "trained with its own SDE objective (training_loss); tiny: 3-layer CLIP, T=4"),
 }
 
 
