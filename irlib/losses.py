@@ -399,18 +399,23 @@ class PCLLoss(nn.Module):
 PCL_RELEASE_WEIGHTS = {"rcan_x4": {"weight": 5.0, "rgb_range": 255}, "nlsn_x4": {"weight": 3.0, "rgb_range": 1}}
 
 
-def l1(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
-    return F.l1_loss(out, batch["gt"])
+def _stages(out: torch.Tensor | Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+    """The stage images of a multi-stage output (MPRNet returns a list), or the one output."""
+    return out if isinstance(out, (list, tuple)) else (out,)
 
 
-def mse(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
-    return F.mse_loss(out, batch["gt"])
+def l1(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) -> torch.Tensor:
+    """Mean absolute error (summed over the stages of a multi-stage output, as every term here)."""
+    return sum(F.l1_loss(o, batch["gt"]) for o in _stages(out))
 
 
-def psnr_loss(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
+def mse(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) -> torch.Tensor:
+    return sum(F.mse_loss(o, batch["gt"]) for o in _stages(out))
+
+
+def psnr_loss(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) -> torch.Tensor:
     """NAFNet's PSNR loss: the negative PSNR in dB (images in [0, 1]), i.e. 10*log10(MSE) per image, averaged."""
-    mse_i = (out - batch["gt"]).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(mse_i + 1e-8).mean()
+    return sum(10.0 * torch.log10((o - batch["gt"]).pow(2).flatten(1).mean(1) + 1e-8).mean() for o in _stages(out))
 
 
 def _charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -434,10 +439,6 @@ def laplacian_detail(x: torch.Tensor) -> torch.Tensor:
     stuffed = torch.zeros_like(blurred)
     stuffed[:, :, ::2, ::2] = blurred[:, :, ::2, ::2] * 4
     return x - _gauss5(stuffed)
-
-
-def _stages(out: torch.Tensor | Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
-    return out if isinstance(out, (list, tuple)) else (out,)
 
 
 def charbonnier(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) -> torch.Tensor:
