@@ -266,6 +266,7 @@ def _cmd_status(a) -> int:
     import pandas as pd
 
     from .engine import RunStore
+    from .io import CorruptFile
 
     root = Path(a.out).resolve() / a.profile / "runs"
     if not root.is_dir():
@@ -275,14 +276,17 @@ def _cmd_status(a) -> int:
     rows = []
     for d in sorted(p for p in root.iterdir() if (p / "job.json").is_file()):
         k = d.name
-        st = store.state(k)
+        try:   # a damaged record is a row naming the file, never a traceback (nothing is written here)
+            st = store.state(k)
+            label = store.job(k).get("label", "")
+            err = (store.error(k) or "") if st == "failed" else ""
+        except (CorruptFile, OSError) as e:
+            st, label, err = "corrupt", "", str(e)
         prog = store.progress(k) or {}
-        job = store.job(k)
-        err = (d / "error.json")
-        rows.append({"key": k, "label": job.get("label", ""), "state": st,
+        rows.append({"key": k, "label": label, "state": st,
                      "step": f"{prog.get('step', '')}/{prog.get('total', '')}" if prog else "",
                      "s/step": prog.get("s_per_step", ""), "ETA": _eta(prog.get("eta_s")) if st == "running" else "",
-                     "error": (pd.read_json(err, typ="series")["error"][:80] if err.is_file() and st == "failed" else "")})
+                     "error": err[:160]})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False) if not table.empty else "the run store is empty")
     if not table.empty:

@@ -7,6 +7,8 @@ checkpoints use them).
   under the real name.
 * :func:`read_json`: JSON from a file, or a :class:`CorruptFile` naming the file and what to do.
 * :func:`clean_partials`: remove the ``.partial`` litter a killed writer left behind.
+* :func:`quarantine`: rename a corrupt file aside (``NAME.corrupt-<time>``) so it is never read again, yet kept
+  for a post-mortem.
 """
 from __future__ import annotations
 
@@ -84,6 +86,26 @@ def read_json(path: str | Path, advice: str = "delete it and re-run") -> Any:
         return json.loads(text)
     except ValueError as e:
         raise CorruptFile(path, f"not valid JSON ({e.msg} at line {e.lineno}, {len(text)} bytes)", advice) from None
+
+
+def quarantine(path: str | Path) -> Path | None:
+    """Rename the corrupt file (or folder) ``path`` to ``NAME.corrupt-<YYYYmmddTHHMMSS>[-n]`` beside it; returns the
+    new name, or None when it could not be moved (a read-only store, or it is already gone)."""
+    import time
+
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for n in range(100):
+        target = path.with_name(f"{path.name}.corrupt-{stamp}" + (f"-{n}" if n else ""))
+        if target.exists():
+            continue
+        try:
+            os.rename(path, target)
+        except OSError:
+            return None
+        _fsync_dir(path.parent)
+        return target
+    return None
 
 
 def clean_partials(folder: str | Path, pattern: str = "**/.*.partial") -> list[Path]:

@@ -65,16 +65,8 @@ def submit_plans(plans: Sequence[Plan], store: RunStore, context: Context) -> li
 
 
 def pending(store: RunStore, keys: Sequence[str]) -> list[str]:
-    """Keys that still need work: not done, or done but missing an evaluation the job asks for."""
-    out = []
-    for k in keys:
-        if store.state(k) != "done":
-            out.append(k)
-            continue
-        job = store.job(k)
-        if job["kind"] == "run" and any(store.eval_result(k, e) is None for e in job["eval_objs"]):
-            out.append(k)
-    return out
+    """Keys that still need work: not done (not trained, failed, or an evaluation the job asks for missing)."""
+    return [k for k in keys if store.state(k) != "done"]
 
 
 class Executor(Protocol):
@@ -123,12 +115,20 @@ def execute(plans: Plan | Sequence[Plan], store: RunStore | str | Path, context:
 
 
 def summary(store: RunStore, keys: Sequence[str]) -> pd.DataFrame:
+    """One line per job: key, label, kind, state (``done`` only when trained and every evaluation is there) and
+    the recorded error of a job that is not done."""
+    from ..io import CorruptFile
+
     rows = []
     for k in keys:
-        job = store.job(k)
-        err = store.dir(k) / "error.json"
-        rows.append({"key": k, "label": job.get("label", ""), "kind": job["kind"], "state": store.state(k),
-                     "error": (pd.read_json(err, typ="series")["error"] if err.is_file() and store.state(k) != "done" else "")})
+        try:
+            job = store.job(k)
+            state = store.state(k)
+            label, kind = job.get("label", ""), job["kind"]
+            err = (store.error(k) or "") if state != "done" else ""
+        except CorruptFile as e:
+            label, kind, state, err = "", "", "failed", str(e)
+        rows.append({"key": k, "label": label, "kind": kind, "state": state, "error": err})
     return pd.DataFrame(rows, columns=["key", "label", "kind", "state", "error"])
 
 
