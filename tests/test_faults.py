@@ -1,0 +1,220 @@
+"""Fault injection on the run store, the executors and `irlib reproduce` (issue #23): failures never look like
+success, corrupt or truncated store files are named or healed (quarantined and redone, never read as done),
+reading a finished store writes nothing, and rows do not depend on the order runs were built in.
+
+Tiny plans (``Profile(..., scale="tiny")``: the offline photos, a few training steps) keep each case in seconds."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from irlib import plan
+from irlib.engine import Builder, EvalSpec, Profile, RunStore, gather
+from irlib.engine.jobs import load_model
+from irlib.io import CorruptFile
+from irlib.schedules import Schedule
+
+
+def tiny_plan(steps: int = 4, extra_spn: bool = False, two_evals: bool = False) -> plan.Plan:
+    P = Profile("smoke", "tiny", "random", smoke_schedule=Schedule(steps, 2, 32, 1e-3, grad_clip=1.0), scale="tiny")
+    B = Builder("spn", P)
+    a = B.seeds(B.run("EDSR-light", net_kw={"scale": 4}, train=[("div2k:train-x4", "srx4")],
+                      schedule=P.smoke_schedule, label="EDSR-light x4"))
+    ev = EvalSpec(B.testset("sr_benchmark:Set14-x4", "srx4"), channel="y", crop=4)
+    B.measure("Table 8", "EDSR-light", "lambda=0", "Set14", a, ev, ("PSNR",))
+    if two_evals:
+        ev2 = EvalSpec(B.testset("sr_benchmark:B100-x4", "srx4", seed=7), channel="y", crop=4)
+        B.measure("Table 8", "EDSR-light", "lambda=0", "B100", a, ev2, ("PSNR",))
+    if extra_spn:
+        from irlib.engine import Term
+
+        b = tuple(r.with_terms(Term("spn", -1e-4, (("lam", 1e-4), ("steps", (2, 5)), ("w", 0.1)))) for r in a)
+        B.measure("Table 8", "EDSR-light+SPN", "lambda=1e-4", "Set14", b, ev, ("PSNR",), baseline=a,
+                  baseline_label="EDSR-light")
+    return B.plan
+
+
+def _run(p, store):
+    return plan.execute(p, store, plan.Context("data", store.root))
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(f.relative_to(root)): (f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(root.rglob("*"))}
+
+
+def _status(out: Path, capsys) -> tuple[int, str]:
+    from irlib.cli import main
+
+    code = main(["status", "--out", str(out), "--profile", "smoke"])
+    return code, capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ 1. status tells the truth
+def test_an_evaluation_failure_is_a_failure_and_is_retried_once_fixed(tmp_path, monkeypatch, capsys):
+    from irlib.engine import runner
+
+    p = tiny_plan(two_evals=True)
+    out = tmp_path / "out"
+    store = RunStore(out / "smoke" / "runs")
+    real = runner.evaluate_run
+
+    def broken(model, spec, ev, *a, **kw):   # the B100 evaluation fails (say, an unreadable test image)
+        if ev.testset.seed == 7:
+            raise OSError("test image unreadable")
+        return real(model, spec, ev, *a, **kw)
+
+    monkeypatch.setattr(runner, "evaluate_run", broken)
+    st = _run(p, store)
+    key = st.key[0]
+    assert list(st.state) == ["failed"]
+    assert "1 of 2 evaluations failed" in st.error[0] and "test image unreadable" in st.error[0]
+    assert store.done(key) is not None and store.state(key) == "failed"   # trained, yet not done
+    rows = gather(p, store)
+    assert not np.isnan(rows.value[0]) and np.isnan(rows.value[1])      # the Set14 row stands, B100 says why
+    assert "failed" in rows.notes[1] and "test image unreadable" in rows.notes[1]
+    code, text = _status(out, capsys)
+    assert code == 0 and "failed" in text and "evaluations failed" in text and "done" not in text.split("state")[1]
+    assert plan.pending(store, [key]) == [key]
+    final = store.dir(key) / "final.pt"
+    mtime = final.stat().st_mtime_ns
+    monkeypatch.setattr(runner, "evaluate_run", real)    # the cause is fixed: the re-run only evaluates
+    st = _run(p, store)
+    assert list(st.state) == ["done"] and st.error[0] == ""
+    assert final.stat().st_mtime_ns == mtime and not (store.dir(key) / "error.json").exists()
+    assert gather(p, store).value.notna().all()
+
+
+# ------------------------------------------------------------------------------------ 2. a store that names or heals
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run: its store, plan and rows (copied for each corruption case)."""
+    root = tmp_path_factory.mktemp("finished") / "runs"
+    p = tiny_plan(two_evals=True)
+    store = RunStore(root)
+    _run(p, store)
+    return root, p, gather(p, store)
+
+
+def _copy(finished, tmp_path):
+    import shutil
+
+    root, p, rows = finished
+    shutil.copytree(root, tmp_path / "out" / "smoke" / "runs")
+    store = RunStore(tmp_path / "out" / "smoke" / "runs")
+    return store, p, rows, p.runs()[0].key()
+
+
+def _quarantined(folder: Path, name: str) -> list[Path]:
+    return list(folder.glob(f"{name}.corrupt-*"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "truncated", "not-an-object"])
+def test_a_corrupt_evaluation_record_is_quarantined_and_redone(finished, tmp_path, damage):
+    store, p, rows, key = _copy(finished, tmp_path)
+    f = next(iter(sorted((store.dir(key) / "evals").glob("*.json"))))
+    text = f.read_text()
+    f.write_text({"garbage": "\x00\x13not json", "empty": "", "truncated": text[: len(text) // 2],
+                  "not-an-object": "[1, 2]"}[damage])
+    assert store.state(key) == "partial"                   # never read as done
+    assert _quarantined(f.parent, f.name) and not f.exists()
+    st = _run(p, store)
+    assert list(st.state) == ["done"]
+    pd.testing.assert_frame_equal(gather(p, store), rows)   # the same numbers again
+
+
+def test_a_corrupt_done_record_retrains_to_the_same_rows(finished, tmp_path):
+    store, p, rows, key = _copy(finished, tmp_path)
+    (store.dir(key) / "done.json").write_text('{"key": "abc", "steps"')
+    assert store.state(key) == "pending" and store.done(key) is None
+    assert _quarantined(store.dir(key), "done.json")
+    g = gather(p, store)
+    assert g.value.isna().all() and "not finished" in g.notes[0]
+    assert list(_run(p, store).state) == ["done"]
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+
+
+def test_a_corrupt_job_record_is_named_and_rewritten_from_the_plan(finished, tmp_path, capsys):
+    store, p, rows, key = _copy(finished, tmp_path)
+    job = store.dir(key) / "job.json"
+    job.write_text("{\"kind\": \"run\", \"spe")
+    with pytest.raises(CorruptFile, match=r"job\.json: not valid JSON.*re-run the plan"):
+        store.job(key)
+    pd.testing.assert_frame_equal(gather(p, store), rows)       # the results themselves are intact
+    code, text = _status(tmp_path / "out", capsys)
+    assert code == 0 and "corrupt" in text and "job.json" in text and "Traceback" not in text
+    final = store.dir(key) / "final.pt"
+    mtime = final.stat().st_mtime_ns
+    assert list(_run(p, store).state) == ["done"]               # re-submitting heals it; nothing retrains
+    assert final.stat().st_mtime_ns == mtime and _quarantined(job.parent, "job.json")
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+
+
+def test_a_corrupt_error_record_does_not_break_status(finished, tmp_path, capsys):
+    store, p, rows, key = _copy(finished, tmp_path)
+    (store.dir(key) / "done.json").unlink()
+    (store.dir(key) / "error.json").write_text("\xff garbage")
+    code, text = _status(tmp_path / "out", capsys)
+    assert code == 0 and "Traceback" not in text and key in text
+    assert store.state(key) == "pending" and _quarantined(store.dir(key), "error.json")
+
+
+def test_a_truncated_final_checkpoint_is_moved_aside_and_the_run_trains_again(finished, tmp_path):
+    store, p, rows, key = _copy(finished, tmp_path)
+    final = store.dir(key) / "final.pt"
+    final.write_bytes(final.read_bytes()[:200])
+    for f in (store.dir(key) / "evals").glob("*.json"):   # an evaluation still to do needs the weights
+        f.unlink()
+        break
+    with pytest.raises(CorruptFile, match=r"final\.pt: unreadable checkpoint"):
+        load_model(store, p.runs()[0])
+    assert list(_run(p, store).state) == ["done"]
+    assert _quarantined(store.dir(key), "final.pt") and _quarantined(store.dir(key), "done.json")
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+
+
+def test_a_truncated_resume_checkpoint_restarts_training_from_scratch(finished, tmp_path, caplog):
+    root, p, rows = finished
+    store = RunStore(tmp_path / "runs")
+    key = p.runs()[0].key()
+    store.submit(p.runs()[0], [], plan.Context("data", store.root))
+    ref = torch.load(root / key / "final.pt", weights_only=True)["model"]
+    ckpt = store.dir(key) / "ckpt" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"step": 2, "model": {k: v + 1 for k, v in ref.items()}}, ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:-300])                  # a full disk cut it short
+    (store.dir(key) / ".final.pt.999999999.partial").write_bytes(b"litter of a killed writer")
+    with caplog.at_level("WARNING"):
+        assert list(_run(p, store).state) == ["done"]
+    assert "training restarts from step 0" in caplog.text and "last.pt" in caplog.text
+    assert not list(store.dir(key).glob(".*.partial"))
+    got = torch.load(store.dir(key) / "final.pt", weights_only=True)["model"]
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=0, atol=0)
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+
+
+def test_reading_a_finished_store_writes_nothing(finished, tmp_path, capsys):
+    """``gather``, ``irlib status`` and a re-run with nothing to do leave every file as it was (so they work on a
+    read-only store; as root, chmod cannot show that, the unchanged snapshot does)."""
+    _, p, rows = finished
+    store = RunStore(tmp_path / "out" / "smoke" / "runs")
+    _run(p, store)
+    before = _snapshot(store.root)
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+    assert _status(tmp_path / "out", capsys)[0] == 0
+    assert list(_run(p, store).state) == ["done"]
+    assert _snapshot(store.root) == before
+    if os.geteuid() != 0:
+        for f in store.root.rglob("*"):
+            f.chmod(0o555 if f.is_dir() else 0o444)
+        store.root.chmod(0o555)
+        try:
+            pd.testing.assert_frame_equal(gather(p, store), rows)
+            assert list(_run(p, store).state) == ["done"]
+        finally:
+            for f in [store.root, *store.root.rglob("*")]:
+                f.chmod(0o755 if f.is_dir() else 0o644)
