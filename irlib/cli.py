@@ -169,7 +169,11 @@ def _dispatch(a) -> int:
                        skip_missing=a.skip_missing, slurm=slurm, progress_every=a.progress_every)
         print(st.to_string(index=False))
         print(f"report: {Path(a.out) / a.profile / 'report.html'}")
-        return 0 if (st["status"] == "ok").all() else 1
+        bad = st[st["status"] != "ok"]
+        if len(bad):
+            print(f"irlib reproduce: {len(bad)} of {len(st)} notebooks failed ({', '.join(bad.notebook)}); their "
+                  f"errors, with how many runs/studies failed, are above and in status.csv", file=sys.stderr)
+        return 0 if not len(bad) else 1
     if a.cmd == "status":
         return _cmd_status(a)
     if a.cmd == "doctor":

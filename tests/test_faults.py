@@ -218,3 +218,84 @@ def test_reading_a_finished_store_writes_nothing(finished, tmp_path, capsys):
         finally:
             for f in [store.root, *store.root.rglob("*")]:
                 f.chmod(0o755 if f.is_dir() else 0o644)
+
+
+# ------------------------------------------------------------------------------------ reproduce: exit codes, stale outputs
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _nb(path: Path, code: str) -> None:
+    import nbformat
+
+    n = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('profile = "smoke"\ndevice = "cpu"\ndata_root = "d"\nseed = 0\nout_dir = "o"\n'
+                                  'runs_dir = ""\nonly = ""\nskip_data = ""\n')
+    p.metadata["tags"] = ["parameters"]
+    n.cells = [p, nbformat.v4.new_code_cell(code)]
+    n.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(n, path)
+
+
+ROW = ("from irlib.engine import ROW_COLUMNS\nimport pandas as pd, os\nos.makedirs(out_dir, exist_ok=True)\n"
+       "pd.DataFrame([dict(paper='spn', table='Table 8', method='EDSR-light', setting='lambda=0', dataset='Set14', "
+       "metric='PSNR', value={value}, profile=profile, weights='random', notes='')], columns=ROW_COLUMNS)"
+       ".to_csv(out_dir + '/results.csv', index=False)\n")
+
+
+def _cli(*args, nbdir):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "irlib.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "IRLIB_NOTEBOOKS": str(nbdir), "PYTHONPATH": str(REPO)})
+
+
+def test_a_failing_notebook_never_shows_the_previous_rows(tmp_path):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _nb(nbdir / "alpha.ipynb", ROW.format(value=31.25))
+    out = tmp_path / "out"
+    r = _cli("reproduce", "--out", str(out), nbdir=nbdir)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(out / "smoke" / "results.csv").value.tolist() == [31.25]
+    assert "31.25" in (out / "smoke" / "report.md").read_text()
+    _nb(nbdir / "alpha.ipynb", "raise RuntimeError('broken cell')")
+    r = _cli("reproduce", "--out", str(out), nbdir=nbdir)
+    assert r.returncode == 1 and "1 of 1 notebooks failed (alpha)" in r.stderr
+    assert pd.read_csv(out / "smoke" / "results.csv").empty                 # header only, not the old row
+    assert pd.read_parquet(out / "smoke" / "results.parquet").empty
+    assert "31.25" not in (out / "smoke" / "report.md").read_text()
+    assert dict(zip(*[pd.read_csv(out / "smoke" / "status.csv")[c] for c in ("notebook", "status")])) == {"alpha": "failed"}
+    assert not list((out / "smoke").glob(".*.partial"))
+
+
+def test_parameters_the_command_line_owns_are_refused(tmp_path):
+    from irlib.reproduce import UsageError, check_params
+
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _nb(nbdir / "alpha.ipynb", ROW.format(value=1.0))
+    for name, option in [("out_dir", "--out"), ("data_root", "--data-root"), ("runs_dir", "--out"),
+                         ("device", "--device"), ("seed", "--seed"), ("only", "--only"), ("skip_data", "--skip-missing")]:
+        with pytest.raises(UsageError, match=f"-p {name}: set by irlib reproduce itself; use {option}"):
+            check_params({"alpha": []}, {name: "x"})
+    r = _cli("reproduce", "--out", str(tmp_path / "out"), "-p", "profile", "full", nbdir=nbdir)
+    assert r.returncode == 2 and "-p profile: set by irlib reproduce itself; use --profile" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "smoke" / "alpha").exists()    # refused before anything ran
+
+
+def test_reproduce_fails_when_the_notebook_ran_but_its_runs_did_not(tmp_path):
+    """A paper notebook that ends without running (or after failing) its plan's runs is a failure: the exit code
+    is 1 and the status says how many runs/studies failed or did not finish."""
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _nb(nbdir / "spn.ipynb", ROW.format(value=1.0))     # writes a row, runs nothing
+    out = tmp_path / "out"
+    r = _cli("reproduce", "--out", str(out), "--only", "spn/Table 8", nbdir=nbdir)
+    assert r.returncode == 1, r.stdout + r.stderr
+    status = pd.read_csv(out / "smoke" / "status.csv", keep_default_na=False)
+    assert status.status.tolist() == ["failed"]
+    n = len(plan.build("spn", "smoke").select(["Table 8"]).runs())
+    assert f"{n} of {n} runs/studies not finished" in status.error[0] and "irlib status" in status.error[0]
+    assert "1 of 1 notebooks failed (spn)" in r.stderr
