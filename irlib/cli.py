@@ -124,10 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from .data.datasets import DatasetError
     from .models.release import ReleaseLoadError
+    from .engine.store import DataMismatch
     from .reproduce import Interrupted, MissingInputs, UsageError
 
     try:
         return _dispatch(a)
+    except DataMismatch as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except UsageError as e:
         print(f"irlib {a.cmd}: {e}", file=sys.stderr)
         return 2

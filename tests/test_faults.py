@@ -299,3 +299,45 @@ def test_reproduce_fails_when_the_notebook_ran_but_its_runs_did_not(tmp_path):
     n = len(plan.build("spn", "smoke").select(["Table 8"]).runs())
     assert f"{n} of {n} runs/studies not finished" in status.error[0] and "irlib status" in status.error[0]
     assert "1 of 1 notebooks failed (spn)" in r.stderr
+
+
+# ------------------------------------------------------------------------------------ 3. the record cannot lie
+def _denoise_plan() -> plan.Plan:
+    P = Profile("t", "tiny", "random", smoke_schedule=Schedule(2, 2, 32, 1e-3), scale="paper")
+    B = Builder("dinoir", P)
+    r = B.run("Restormer", train=[("cbsd68:test", "noise25")], schedule=P.smoke_schedule, label="Restormer tiny")
+    B.measure("T", "Restormer", "", "CBSD68", (r,), EvalSpec(B.testset("cbsd68:test", "noise25")), ("PSNR",))
+    return B.plan
+
+
+def test_other_data_under_another_root_is_refused_naming_both_roots(tmp_path):
+    import shutil
+
+    from irlib.data.splits import synth
+    from irlib.engine.store import DataMismatch
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    synth(a, n=2, side=48, only=["cbsd68"])
+    synth(b, n=3, side=48, only=["cbsd68"])
+    p = _denoise_plan()
+    store = RunStore(tmp_path / "runs")
+    key = p.runs()[0].key()
+    assert list(plan.execute(p, store, plan.Context(a, store.root)).state) == ["done"]
+    rec = json.loads((store.dir(key) / "job.json").read_text())["data"]
+    assert rec["root"] == str(a.resolve()) and rec["refs"]["cbsd68:test"]["files"] == 2
+    rows = gather(p, store)
+    job = (store.dir(key) / "job.json").read_text()
+    with pytest.raises(DataMismatch, match=rf"{b.resolve()} \(--data-root now\) holds other data than {a.resolve()}"):
+        plan.execute(p, store, plan.Context(b, store.root))
+    assert (store.dir(key) / "job.json").read_text() == job          # the record is not rewritten
+    shutil.copytree(a, tmp_path / "copy")                            # the same data elsewhere: reused, not retrained
+    mtime = (store.dir(key) / "final.pt").stat().st_mtime_ns
+    assert list(plan.execute(p, store, plan.Context(tmp_path / "copy", store.root)).state) == ["done"]
+    assert (store.dir(key) / "final.pt").stat().st_mtime_ns == mtime
+    assert json.loads((store.dir(key) / "job.json").read_text())["data"]["root"] == str(a.resolve())
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+    synth(tmp_path / "extra", n=3, side=48, only=["cbsd68"])       # the data under the first root changes
+    shutil.rmtree(a / "cbsd68")
+    shutil.copytree(tmp_path / "extra" / "cbsd68", a / "cbsd68")
+    with pytest.raises(DataMismatch, match=rf"the data under {a.resolve()} changed"):
+        plan.execute(p, store, plan.Context(a, store.root))

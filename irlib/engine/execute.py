@@ -55,13 +55,38 @@ def submit_plans(plans: Sequence[Plan], store: RunStore, context: Context) -> li
         for s in p.studies():
             studies.setdefault(s.key(), s)
     waves: list[list[str]] = [[], [], []]
+    prints: dict[str, dict | None] = {}
     for k, r in runs.items():
-        store.submit(r, evals.get(k, []), context)
+        store.submit(r, evals.get(k, []), context, data_used(r, evals.get(k, []), context.data_root, prints))
         waves[1 if r.deps() else 0].append(k)
     for k, s in studies.items():
-        store.submit(s, [], context)
+        store.submit(s, [], context, data_used(s, [], context.data_root, prints))
         waves[2].append(k)
     return [w for w in waves if w]
+
+
+def data_used(spec, evals: Sequence, data_root, cache: dict) -> dict[str, dict | None]:
+    """Data reference -> fingerprint (:func:`irlib.data.splits.fingerprint`; None when it cannot be read now)
+    of what job ``spec`` itself reads (training sources, selection and evaluation test sets, a study's data
+    arguments; not its dependencies'). ``offline`` (the packaged photos) is left out. ``cache``: per call."""
+    from ..data import DatasetError
+    from ..data.splits import fingerprint
+    from .preflight import refs_in
+
+    if isinstance(spec, RunSpec):
+        refs = {s.dataset for s in spec.train} | {v.dataset for v in dict(spec.select).values() if hasattr(v, "dataset")}
+    else:
+        refs = set(refs_in(spec.kw))
+    refs |= {e.testset.dataset for e in evals}
+    out = {}
+    for ref in sorted(refs - {"offline"}):
+        if ref not in cache:
+            try:
+                cache[ref] = fingerprint(data_root, ref)
+            except (DatasetError, OSError):
+                cache[ref] = None
+        out[ref] = cache[ref]
+    return out
 
 
 def pending(store: RunStore, keys: Sequence[str]) -> list[str]:

@@ -2,8 +2,11 @@
 
 ``<root>/<key>/`` holds
 
-* ``job.json`` — the spec (``spec``), the evaluations asked of it (``evals``) and the execution context
-  (``context``: data root, local weight files); written atomically, merged when a plan asks for more evals;
+* ``job.json`` — the spec (``spec``), the evaluations asked of it (``evals``), the execution context
+  (``context``: data root, local weight files) and the data its results were made from (``data``: that data
+  root and a fingerprint of each split, :func:`irlib.data.splits.fingerprint`); written atomically, merged when a
+  plan asks for more evals. Re-submitting it on a data root whose splits differ raises :class:`DataMismatch`
+  (naming both roots) once the job has results, instead of silently reusing them;
 * ``lock`` — held (``flock``) by the one process working on it: two identical specs train once;
 * ``ckpt/last.pt`` — resumable checkpoint (model, optimiser, EMA, trainable loss state; never the frozen
   VGG / DINOv2 / ADM weights), removed when the run is done;
@@ -93,6 +96,10 @@ def environment(device: str) -> dict:
     return env
 
 
+class DataMismatch(ValueError):
+    """A job's results were made from other data than the data root it is asked to use now."""
+
+
 class RunStore:
     """Folders of runs and studies under ``root``; see the module docstring for what each holds."""
 
@@ -129,9 +136,18 @@ class RunStore:
         return rec
 
     # ------------------------------------------------------------------ job files
-    def submit(self, spec: RunSpec | StudySpec, evals: list[EvalSpec] = (), context: Context | None = None) -> str:
+    def has_results(self, key: str) -> bool:
+        """Whether job ``key`` holds anything made from its data: a checkpoint, weights, evaluations, a record."""
+        d = self.dir(key)
+        return any((d / n).exists() for n in ("done.json", "final.pt", "ckpt/last.pt", "rows.csv")) or \
+            any((d / "evals").glob("*.json"))
+
+    def submit(self, spec: RunSpec | StudySpec, evals: list[EvalSpec] = (), context: Context | None = None,
+               data: dict[str, dict | None] | None = None) -> str:
         """Record (or extend) the job of ``spec``; returns its key. Evaluations already asked are kept. A corrupt
-        ``job.json`` is quarantined and rewritten from ``spec``; an unchanged one is not rewritten."""
+        ``job.json`` is quarantined and rewritten from ``spec``; an unchanged one is not rewritten. ``data``:
+        data reference -> fingerprint (None: not readable now) of what the job reads under ``context.data_root``;
+        a job with results made from other data raises :class:`DataMismatch`."""
         key = spec.key()
         path = self.dir(key) / "job.json"
         old = None
@@ -151,6 +167,8 @@ class RunStore:
                 job["evals"].append(json.loads(canonical_json(ev)))
                 have.add(canonical_json(ev))
         if context is not None:
+            if data is not None:
+                job["data"] = self._data_record(path, job, context, data, self.has_results(key))
             job["context"] = context.to_json()
         if job != old:
             try:
@@ -160,6 +178,28 @@ class RunStore:
                     raise
                 log.warning("%s: not updated (%s); the store is read-only", path, e.strerror or e)
         return key
+
+    @staticmethod
+    def _data_record(path: Path, job: dict, context: Context, data: dict[str, dict | None], used: bool) -> dict:
+        """The job's ``data`` record after this submission (see :meth:`submit`)."""
+        root = str(context.data_root)
+        rec = job.get("data") if isinstance(job.get("data"), dict) else None
+        if rec is None or not used:   # nothing made from the old data yet: record the new
+            return {"root": root, "refs": dict(data)}
+        have = rec.get("refs") or {}
+        same = ("files", "bytes", "content")
+        for ref, fp in data.items():
+            old = have.get(ref)
+            if fp and old and any(fp.get(k) != old.get(k) for k in same):
+                where = (f"the data under {root} changed since" if rec.get("root") == root else
+                         f"{root} (--data-root now) holds other data than {rec.get('root')}, which")
+                raise DataMismatch(
+                    f"{path}: {job.get('label') or job.get('kind')} ({path.parent.name}) has results made from "
+                    f"{ref}; {where} they were made from ({ref}: {old.get('files')} files, {old.get('bytes')} bytes "
+                    f"then; {fp.get('files')} files, {fp.get('bytes')} bytes now). Use --data-root "
+                    f"{rec.get('root')} to keep these results, or another --out (a new run store) for the new data; "
+                    f"deleting {path.parent} redoes this job on the new data")
+        return {"root": rec.get("root", root), "refs": {**{k: v for k, v in data.items() if v}, **{k: v for k, v in have.items() if v}}}
 
     @staticmethod
     def _check_job(path: Path, job: Any) -> None:
