@@ -19,7 +19,7 @@ from irlib.io import CorruptFile
 from irlib.schedules import Schedule
 
 
-def tiny_plan(steps: int = 4, extra_spn: bool = False, two_evals: bool = False) -> plan.Plan:
+def tiny_plan(steps: int = 4, extra_spn: bool = False, two_evals: bool = False, spn_lam: float = 1e-4) -> plan.Plan:
     P = Profile("smoke", "tiny", "random", smoke_schedule=Schedule(steps, 2, 32, 1e-3, grad_clip=1.0), scale="tiny")
     B = Builder("spn", P)
     a = B.seeds(B.run("EDSR-light", net_kw={"scale": 4}, train=[("div2k:train-x4", "srx4")],
@@ -32,7 +32,7 @@ def tiny_plan(steps: int = 4, extra_spn: bool = False, two_evals: bool = False) 
     if extra_spn:
         from irlib.engine import Term
 
-        b = tuple(r.with_terms(Term("spn", -1e-4, (("lam", 1e-4), ("steps", (2, 5)), ("w", 0.1)))) for r in a)
+        b = tuple(r.with_terms(Term("spn", -spn_lam, (("lam", spn_lam), ("steps", (2, 5)), ("w", 0.1)))) for r in a)
         B.measure("Table 8", "EDSR-light+SPN", "lambda=1e-4", "Set14", b, ev, ("PSNR",), baseline=a,
                   baseline_label="EDSR-light")
     return B.plan
@@ -341,3 +341,53 @@ def test_other_data_under_another_root_is_refused_naming_both_roots(tmp_path):
     shutil.copytree(tmp_path / "extra" / "cbsd68", a / "cbsd68")
     with pytest.raises(DataMismatch, match=rf"the data under {a.resolve()} changed"):
         plan.execute(p, store, plan.Context(a, store.root))
+
+
+# ------------------------------------------------------------------------------------ 5. determinism
+def test_random_feature_networks_do_not_depend_on_who_built_them_first():
+    from irlib.engine import features
+    from irlib.engine.features import FeatureBank
+
+    def build(rng_seed: int) -> dict:
+        features._CACHE.clear()
+        torch.manual_seed(rng_seed)
+        torch.rand(rng_seed + 1)
+        before = torch.get_rng_state()
+        fb = FeatureBank("random", "tiny")
+        nets = {"vgg": fb.vgg("vgg19"), "vgg16": fb.vgg("vgg16", ("relu2_2",)), "dino": fb.dino(), "adm": fb.adm()}
+        assert torch.equal(torch.get_rng_state(), before)   # building never moves the caller's RNG
+        return {f"{n}.{k}": v.clone() for n, net in nets.items() for k, v in net.state_dict().items()}
+
+    a, b = build(1), build(7)
+    assert a.keys() == b.keys() and len(a) > 20
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    features._CACHE.clear()
+
+
+def test_rows_are_bit_identical_whatever_the_order_runs_were_built_in(tmp_path):
+    """The SPN run's random VGG is the same whether it is built first by this run, by another one, or after
+    other code moved the global RNG: rerunning in another order gives the same bits."""
+    from irlib.engine import features
+    from irlib.engine.features import FeatureBank
+
+    p = tiny_plan(steps=12, extra_spn=True, spn_lam=0.5)   # a weight large enough to move the bits
+    features._CACHE.clear()
+    ref = RunStore(tmp_path / "ref")
+    assert list(_run(p, ref).state) == ["done", "done"]
+    other = RunStore(tmp_path / "other")
+    plan.submit_plans([p], other, plan.Context("data", other.root))
+    features._CACHE.clear()
+    torch.manual_seed(12345)
+    spn_run = p.runs()[-1]                        # somebody else builds the VGG first, under another RNG state
+    FeatureBank.for_run(spn_run, "cpu", other.context(spn_run.key())).vgg()
+    keys = [r.key() for r in p.runs()]
+    for k in reversed(keys):                      # and the +SPN run trains before its baseline
+        plan.run_job(other.root, k)
+    for k in keys:
+        a = torch.load(ref.dir(k) / "final.pt", weights_only=True)["model"]
+        b = torch.load(other.dir(k) / "final.pt", weights_only=True)["model"]
+        for name in a:
+            assert torch.equal(a[name], b[name]), (k, name)
+    pd.testing.assert_frame_equal(gather(p, ref).drop(columns="runs"), gather(p, other).drop(columns="runs"),
+                                  check_exact=True)
