@@ -113,7 +113,7 @@ def clean_partials(folder: str | Path, pattern: str = "**/.*.partial") -> list[P
     out = []
     for p in Path(folder).glob(pattern):
         pid = p.name.rsplit(".", 2)[-2] if p.name.count(".") >= 3 else ""
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and pid_alive(int(pid)):
             continue
         try:
             p.unlink()
@@ -123,7 +123,8 @@ def clean_partials(folder: str | Path, pattern: str = "**/.*.partial") -> list[P
     return out
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this process counts as alive)."""
     if pid == os.getpid():
         return True
     try:

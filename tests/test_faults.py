@@ -391,3 +391,67 @@ def test_rows_are_bit_identical_whatever_the_order_runs_were_built_in(tmp_path):
             assert torch.equal(a[name], b[name]), (k, name)
     pd.testing.assert_frame_equal(gather(p, ref).drop(columns="runs"), gather(p, other).drop(columns="runs"),
                                   check_exact=True)
+
+
+# ------------------------------------------------------------------------------------ 6. downloads: short bodies, litter
+@pytest.fixture
+def short_server(tmp_path):
+    """An HTTP server whose ``/short.bin`` announces 4096 bytes and sends 1000; ``/whole.bin`` sends all 4096."""
+    import http.server
+    import threading
+
+    body = bytes(range(256)) * 16
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:1000] if self.path == "/short.bin" else body)
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", body
+    httpd.shutdown()
+
+
+def test_a_body_shorter_than_its_content_length_is_refused_even_unpinned(short_server, tmp_path, monkeypatch):
+    from irlib import weights as W
+    from irlib.data import DatasetError
+    from irlib.data.fetch import fetch
+
+    url, body = short_server
+    out = tmp_path / "data"
+    with pytest.raises(DatasetError, match=r"announced Content-Length"):
+        fetch("short", out, allow_unverified=True, manifest={"name": "short", "files": [{"url": f"{url}/short.bin"}]})
+    assert list(out.iterdir()) == []                      # nothing extracted, nothing pinned, no .partial
+    stale = out / ".partial" / "whole.999999999.abcdefgh"   # a killed fetch's staging folder (its pid is gone)
+    stale.mkdir(parents=True)
+    (stale / "whole.bin").write_bytes(b"half")
+    target = fetch("whole", out, allow_unverified=True, manifest={"name": "whole", "files": [{"url": f"{url}/whole.bin"}]})
+    assert (target / "whole.bin").read_bytes() == body and not (out / ".partial").exists()
+    # torchvision-kind weights (into torch.hub's cache) go through the same check
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    mdir = tmp_path / "manifests"
+    mdir.mkdir()
+    monkeypatch.setenv("IRLIB_WEIGHT_MANIFESTS", str(mdir))
+    import yaml
+
+    for name, path in (("tvshort", "short.bin"), ("tvwhole", "whole.bin")):
+        (mdir / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "title": f"test {name}", "kind": "torchvision", "url": f"{url}/{path}",
+            "filename": f"{name}.pth", "sha256": None, "size": None, "manual": None, "source": "tests", "used_by": [],
+            "network": "irlib.models.swinir:SwinIR.tiny", "args": {"scale": 2}, "container": "params"}))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / ".tvwhole.pth.999999999.partial").write_bytes(b"litter")
+    with pytest.raises(W.WeightsError, match=r"announced Content-Length"):
+        W.fetch_weights("tvshort", tmp_path / "unused", allow_unverified=True)
+    assert not (cache / "tvshort.pth").exists()
+    got = W.fetch_weights("tvwhole", tmp_path / "unused", allow_unverified=True)
+    assert got.read_bytes() == body and sorted(p.name for p in cache.iterdir()) == ["tvwhole.pth"]
