@@ -455,3 +455,24 @@ def test_a_body_shorter_than_its_content_length_is_refused_even_unpinned(short_s
     assert not (cache / "tvshort.pth").exists()
     got = W.fetch_weights("tvwhole", tmp_path / "unused", allow_unverified=True)
     assert got.read_bytes() == body and sorted(p.name for p in cache.iterdir()) == ["tvwhole.pth"]
+
+
+def test_random_cub_classifiers_are_rebuilt_from_their_seed_not_saved(tmp_path):
+    """Smoke/rehearsal fine-tune randomly initialised classifiers for a few steps: the same weights every time
+    (whatever the RNG state before), and nothing of them written under ``<run store>/_cub``."""
+    from types import SimpleNamespace
+
+    from irlib.engine.features import FeatureBank
+    from irlib.papers.diffloss.figures import cub_classifier
+
+    ctx = SimpleNamespace(store=SimpleNamespace(root=tmp_path / "runs"), spec=SimpleNamespace(limits=None),
+                          fb=FeatureBank("random", "tiny"), data_root=str(tmp_path), device="cpu")
+    sched = Schedule(2, 2, 32, 1e-3)
+    torch.manual_seed(1)
+    a = cub_classifier(ctx, "resnet18", "offline", sched, 32, seed=0).state_dict()
+    torch.manual_seed(2)
+    torch.rand(7)
+    b = cub_classifier(ctx, "resnet18", "offline", sched, 32, seed=0).state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert not [p for p in (tmp_path / "runs" / "_cub").rglob("*") if p.suffix in (".pt", ".pth")]

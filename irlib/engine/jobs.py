@@ -142,6 +142,7 @@ def _train_and_evaluate(store: RunStore, key: str, job: dict, device: str) -> No
             if not store.done(dep.key()):
                 raise DependencyNotReady(f"run {key} needs run {dep.key()} ({dep.label or dep.net}) to finish first")
         model = _train(store, key, spec, fb, data_root, device, job.get("label") or spec.net)
+        missing = list(job["eval_objs"])   # evaluations left by an earlier training are redone from these weights
     failures = []
     for ev in missing:
         try:
