@@ -163,14 +163,17 @@ def test_a_corrupt_error_record_does_not_break_status(finished, tmp_path, capsys
 
 
 def test_a_truncated_final_checkpoint_is_moved_aside_and_the_run_trains_again(finished, tmp_path):
+    """Whoever reads it (its own evaluation, a study, an SPN negative run), an unreadable ``final.pt`` is moved
+    aside with its ``done.json`` and evaluations, and the next execution trains the run again."""
     store, p, rows, key = _copy(finished, tmp_path)
     final = store.dir(key) / "final.pt"
     final.write_bytes(final.read_bytes()[:200])
     for f in (store.dir(key) / "evals").glob("*.json"):   # an evaluation still to do needs the weights
         f.unlink()
         break
-    with pytest.raises(CorruptFile, match=r"final\.pt: unreadable checkpoint"):
-        load_model(store, p.runs()[0])
+    with pytest.raises(CorruptFile, match=r"final\.pt: unreadable or not this run's weights.*moved aside"):
+        load_model(store, p.runs()[0])           # e.g. a study loading it: the run is set to train again
+    assert store.state(key) == "pending"
     assert list(_run(p, store).state) == ["done"]
     assert _quarantined(store.dir(key), "final.pt") and _quarantined(store.dir(key), "done.json")
     pd.testing.assert_frame_equal(gather(p, store), rows)
@@ -476,3 +479,14 @@ def test_random_cub_classifiers_are_rebuilt_from_their_seed_not_saved(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert not [p for p in (tmp_path / "runs" / "_cub").rglob("*") if p.suffix in (".pt", ".pth")]
+
+
+def test_a_truncated_final_checkpoint_found_while_evaluating_retrains_in_the_same_call(finished, tmp_path):
+    store, p, rows, key = _copy(finished, tmp_path)
+    final = store.dir(key) / "final.pt"
+    final.write_bytes(final.read_bytes()[:-100])
+    next(iter((store.dir(key) / "evals").glob("*.json"))).unlink()
+    assert store.state(key) == "partial"
+    assert list(_run(p, store).state) == ["done"]
+    assert _quarantined(store.dir(key), "final.pt") and _quarantined(store.dir(key), "evals")
+    pd.testing.assert_frame_equal(gather(p, store), rows)

@@ -38,17 +38,15 @@ def load_model(store: RunStore, spec: RunSpec, fb=None, device: str = "cpu"):
     fb = fb or FeatureBank.for_run(spec, device, store.context(spec.key()))
     model = build_model(spec, fb)
     path = store.dir(spec.key()) / "final.pt"
-    advice = f"re-run the plan: it moves {path.name} and done.json aside and trains again"
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CorruptFile(path, "missing although done.json says the run finished", advice) from None
-    except Exception as e:   # truncated or garbled: RuntimeError, OSError, EOFError, pickle/zip errors
-        raise CorruptFile(path, f"unreadable checkpoint ({type(e).__name__})", advice) from None
-    try:
         model.load_state_dict(sd["model"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CorruptFile(path, f"does not hold this run's weights ({type(e).__name__}: {str(e)[:120]})", advice) from None
+    except Exception as e:   # missing, truncated, garbled (RuntimeError, OSError, EOFError, pickle/zip errors), wrong
+        what = ("missing although done.json says the run finished" if isinstance(e, FileNotFoundError) else
+                f"unreadable or not this run's weights ({type(e).__name__}: {str(e)[:120]})")
+        moved = _quarantine_training(store, spec.key(), f"{path}: {what}")
+        raise CorruptFile(path, what, "moved aside with its done.json and evaluations: re-run the plan to train the "
+                          "run again" if moved else "delete it and its done.json, then re-run to train it again") from None
     return model.eval().to(device)
 
 
@@ -87,14 +85,18 @@ class EvaluationFailed(RuntimeError):
     """A run trained but one or more of its evaluations failed (recorded; retried on the next run)."""
 
 
-def _quarantine_training(store: RunStore, key: str, why: str) -> None:
-    """Move aside a finished run's weights, its ``done.json`` and the evaluations made from them: it trains again."""
+def _quarantine_training(store: RunStore, key: str, why: str) -> bool:
+    """Move aside a finished run's weights, its ``done.json`` and the evaluations made from them, so the next
+    execution trains it again; False when the store is read-only (nothing moved)."""
     d = store.dir(key)
-    for name in ("final.pt", "done.json", "evals"):
-        if (d / name).exists():
-            quarantine(d / name)
-    log.warning("run %s: %s; its final.pt, done.json and evaluations were moved aside (*.corrupt-<time>), "
-                "training again", key, why)
+    moved = quarantine(d / "done.json") is not None if (d / "done.json").exists() else True
+    if moved:
+        for name in ("final.pt", "evals"):
+            if (d / name).exists():
+                quarantine(d / name)
+        log.warning("run %s: %s; its final.pt, done.json and evaluations were moved aside (*.corrupt-<time>): it "
+                    "trains again", key, why)
+    return moved
 
 
 def _checked_checkpoint(path: Path) -> None:
@@ -134,8 +136,9 @@ def _train_and_evaluate(store: RunStore, key: str, job: dict, device: str) -> No
     if store.done(key) and missing:
         try:
             model = load_model(store, spec, fb, device)
-        except CorruptFile as e:
-            _quarantine_training(store, key, str(e))
+        except CorruptFile:
+            if store.done(key):   # a read-only store: it could not be moved aside
+                raise
             missing = list(job["eval_objs"])
     if not store.done(key):
         for dep in spec.deps():
