@@ -214,8 +214,15 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     atomic_write_text(d / "log.csv", pd.DataFrame(tr.log).to_csv(index=False))
     final = tr.eval_model()
     if select and (d / "best.pt").is_file():
-        sd = torch.load(d / "best.pt", map_location="cpu", weights_only=True)
-        final.load_state_dict(sd["model"])
+        try:
+            sd = torch.load(d / "best.pt", map_location="cpu", weights_only=True)
+            final.load_state_dict(sd["model"])
+        except Exception as e:   # truncated or garbled: the selection cannot be trusted, the run is redone
+            quarantine(d / "best.pt")
+            if (d / "ckpt").exists():
+                quarantine(d / "ckpt")
+            raise CorruptFile(d / "best.pt", f"unreadable ({type(e).__name__}); moved aside with ckpt/",
+                              "re-run: the run trains again from scratch") from None
         best["step"] = sd["step"]
     atomic_torch_save({"model": final.state_dict(), "step": tr.step}, d / "final.pt")
     collapse_step = next((r["step"] for r in tr.log if r.get("collapsed")), None)
