@@ -124,10 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from .data.datasets import DatasetError
     from .models.release import ReleaseLoadError
+    from .engine.store import DataMismatch
     from .reproduce import Interrupted, MissingInputs, UsageError
 
     try:
         return _dispatch(a)
+    except DataMismatch as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except UsageError as e:
         print(f"irlib {a.cmd}: {e}", file=sys.stderr)
         return 2
@@ -169,7 +173,11 @@ def _dispatch(a) -> int:
                        skip_missing=a.skip_missing, slurm=slurm, progress_every=a.progress_every)
         print(st.to_string(index=False))
         print(f"report: {Path(a.out) / a.profile / 'report.html'}")
-        return 0 if (st["status"] == "ok").all() else 1
+        bad = st[st["status"] != "ok"]
+        if len(bad):
+            print(f"irlib reproduce: {len(bad)} of {len(st)} notebooks failed ({', '.join(bad.notebook)}); their "
+                  f"errors, with how many runs/studies failed, are above and in status.csv", file=sys.stderr)
+        return 0 if not len(bad) else 1
     if a.cmd == "status":
         return _cmd_status(a)
     if a.cmd == "doctor":
@@ -266,6 +274,7 @@ def _cmd_status(a) -> int:
     import pandas as pd
 
     from .engine import RunStore
+    from .io import CorruptFile
 
     root = Path(a.out).resolve() / a.profile / "runs"
     if not root.is_dir():
@@ -275,14 +284,17 @@ def _cmd_status(a) -> int:
     rows = []
     for d in sorted(p for p in root.iterdir() if (p / "job.json").is_file()):
         k = d.name
-        st = store.state(k)
+        try:   # a damaged record is a row naming the file, never a traceback (nothing is written here)
+            st = store.state(k)
+            label = store.job(k).get("label", "")
+            err = (store.error(k) or "") if st == "failed" else ""
+        except (CorruptFile, OSError) as e:
+            st, label, err = "corrupt", "", str(e)
         prog = store.progress(k) or {}
-        job = store.job(k)
-        err = (d / "error.json")
-        rows.append({"key": k, "label": job.get("label", ""), "state": st,
+        rows.append({"key": k, "label": label, "state": st,
                      "step": f"{prog.get('step', '')}/{prog.get('total', '')}" if prog else "",
                      "s/step": prog.get("s_per_step", ""), "ETA": _eta(prog.get("eta_s")) if st == "running" else "",
-                     "error": (pd.read_json(err, typ="series")["error"][:80] if err.is_file() and st == "failed" else "")})
+                     "error": err[:160]})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False) if not table.empty else "the run store is empty")
     if not table.empty:

@@ -7,6 +7,8 @@ checkpoints use them).
   under the real name.
 * :func:`read_json`: JSON from a file, or a :class:`CorruptFile` naming the file and what to do.
 * :func:`clean_partials`: remove the ``.partial`` litter a killed writer left behind.
+* :func:`quarantine`: rename a corrupt file aside (``NAME.corrupt-<time>``) so it is never read again, yet kept
+  for a post-mortem.
 """
 from __future__ import annotations
 
@@ -86,12 +88,32 @@ def read_json(path: str | Path, advice: str = "delete it and re-run") -> Any:
         raise CorruptFile(path, f"not valid JSON ({e.msg} at line {e.lineno}, {len(text)} bytes)", advice) from None
 
 
+def quarantine(path: str | Path) -> Path | None:
+    """Rename the corrupt file (or folder) ``path`` to ``NAME.corrupt-<YYYYmmddTHHMMSS>[-n]`` beside it; returns the
+    new name, or None when it could not be moved (a read-only store, or it is already gone)."""
+    import time
+
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for n in range(100):
+        target = path.with_name(f"{path.name}.corrupt-{stamp}" + (f"-{n}" if n else ""))
+        if target.exists():
+            continue
+        try:
+            os.rename(path, target)
+        except OSError:
+            return None
+        _fsync_dir(path.parent)
+        return target
+    return None
+
+
 def clean_partials(folder: str | Path, pattern: str = "**/.*.partial") -> list[Path]:
     """Remove ``.partial`` files under ``folder`` whose writer is gone (its pid is not alive); returns them."""
     out = []
     for p in Path(folder).glob(pattern):
         pid = p.name.rsplit(".", 2)[-2] if p.name.count(".") >= 3 else ""
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and pid_alive(int(pid)):
             continue
         try:
             p.unlink()
@@ -101,7 +123,8 @@ def clean_partials(folder: str | Path, pattern: str = "**/.*.partial") -> list[P
     return out
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this process counts as alive)."""
     if pid == os.getpid():
         return True
     try:

@@ -9,6 +9,7 @@ from typing import Sequence
 import pandas as pd
 
 from .engine.core import Plan, gather
+from .io import atomic_write_text
 from .engine.store import RunStore
 
 @dataclass
@@ -46,10 +47,7 @@ class Session:
             skipped["value"] = float("nan")
             skipped["notes"] = skipped.table.map(self.skipped)
             self.rows = pd.concat([self.rows, skipped], ignore_index=True)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.out_dir / ".results.csv.partial"
-        self.rows.to_csv(tmp, index=False)
-        tmp.replace(self.out_dir / "results.csv")
+        atomic_write_text(self.out_dir / "results.csv", self.rows.to_csv(index=False))
         return self.rows
 
     def table(self, table: str) -> list[pd.DataFrame]:
@@ -127,7 +125,7 @@ class Session:
             extra = pd.concat(rows, ignore_index=True)
             extra = extra[extra.paper == self.plan.paper]
             self.rows = pd.concat([self.rows if self.rows is not None else self.gather(), extra], ignore_index=True)
-            self.rows.to_csv(self.out_dir / "results.csv", index=False)
+            atomic_write_text(self.out_dir / "results.csv", self.rows.to_csv(index=False))
         return pd.DataFrame(lines)
 
     def figures(self, only: Sequence[str] | None = None) -> list[Path]:

@@ -38,6 +38,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .figures import PIPELINE_MARK, list_figures
+from .io import atomic_write_text
 from .engine.core import PROFILES
 from .papers import registry
 from .results import reference
@@ -399,8 +400,8 @@ def write_report(out_root: str | Path, status: pd.DataFrame | None = None, profi
     banner = _banner(profile, rows)
     papers = _collect(out_root, rows, status)
     scatter = _scatter(rows, out_root, bool(banner))
-    (out_root / "report.md").write_text(_markdown(profile, banner, status, papers, scatter, out_root))
-    (out_root / "report.html").write_text(_html(profile, banner, status, papers, scatter, out_root))
+    atomic_write_text(out_root / "report.md", _markdown(profile, banner, status, papers, scatter, out_root))
+    atomic_write_text(out_root / "report.html", _html(profile, banner, status, papers, scatter, out_root))
     return out_root / "report.md"
 
 

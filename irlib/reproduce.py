@@ -22,6 +22,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from .io import atomic_write_text
 from .papers import PAPERS, parse_only
 from .procs import die_with_parent, stop_process_groups
 
@@ -80,9 +81,19 @@ def notebook_parameters(name: str) -> dict:
     return inspect_notebook(str(notebook_dir() / f"{name}.ipynb"))
 
 
+OWNED = {"profile": "--profile", "device": "--device", "data_root": "--data-root", "seed": "--seed",
+         "out_dir": "--out", "runs_dir": "--out (the run store is OUT/PROFILE/runs)", "only": "--only",
+         "skip_data": "--skip-missing"}
+"""Notebook parameters ``irlib reproduce`` sets from its own options: ``-p`` may not override them (a ``-p profile
+full`` under ``--profile smoke`` would run the full plan into ``smoke/``, past the preflight)."""
+
+
 def check_params(selection: dict[str, list[str]], params: dict[str, str]) -> dict[str, dict[str, str]]:
     """Which ``-p NAME VALUE`` goes to which notebook: a name must exist in the parameters cell of at least one
-    selected notebook (and goes only to those)."""
+    selected notebook (and goes only to those), and must not be one the command line owns (:data:`OWNED`)."""
+    for k in params:
+        if k in OWNED:
+            raise UsageError(f"-p {k}: set by irlib reproduce itself; use {OWNED[k]} instead")
     per: dict[str, dict[str, str]] = {n: {} for n in selection}
     for k, v in params.items():
         takers = [n for n in selection if k in notebook_parameters(n)]
@@ -233,11 +244,12 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
     writable(out_root)
     store_root = out_root / "runs"
     data_root = str(Path(data_root).resolve())
-    plans = [plan.build(n, profile, seed).select(t) for n, t in selection.items() if n in PAPERS]
+    by_nb = {n: plan.build(n, profile, seed).select(t) for n, t in selection.items() if n in PAPERS}
+    plans = list(by_nb.values())
 
     table = preflight(plans, data_root)
     problems = table[table.state != "present"]
-    (out_root / "preflight.csv").write_text(table.to_csv(index=False))
+    atomic_write_text(out_root / "preflight.csv", table.to_csv(index=False))
     if not table.empty:
         echo("preflight: the datasets and weights the selected plans need")
         echo(describe(table))
@@ -251,6 +263,7 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
         if skip and n in PAPERS:
             per_nb[n].setdefault("skip_data", ",".join(skip))
 
+    kept_plans = {n: p.without_data(skip)[0] for n, p in by_nb.items()}
     base = {"profile": profile, "device": device, "data_root": data_root, "seed": seed}
     status_rows: list[dict] = []
     runner = Runner(out_root, timeout)
@@ -270,7 +283,7 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
         if executor != "inline" and plans:
             echo(f"running {sum(len(p.runs()) for p in plans)} runs through the {executor} executor "
                  f"(run store {store_root})")
-            kept = [p.without_data(skip)[0] for p in plans]
+            kept = list(kept_plans.values())
             store = plan.RunStore(store_root)
             local = plan.make_executor(executor, store, device=device, jobs=jobs, slurm=slurm,
                                        on_event=lambda k, key, m: echo(f"  [{k}] {key} {m}"))
@@ -290,7 +303,7 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
             for nb, f in futs.items():
                 while not f.done():
                     time.sleep(0.2)
-                r = f.result()
+                r = job_outcome(f.result(), kept_plans.get(nb), store_root, out, profile)
                 status_rows.append(r)
                 echo(f"{nb}: {r['status']} ({r['seconds']} s){'  ' + r['error'] if r['error'] else ''}")
         except KeyboardInterrupt:
@@ -315,9 +328,39 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
             signal.signal(s, h)
     status = pd.DataFrame(status_rows, columns=["notebook", "status", "seconds", "error"])
     write_outputs(out_root, status, profile)
+    bad = status[status.status != "ok"]
+    if len(bad) and not interrupted:
+        echo(f"{len(bad)} of {len(status)} notebooks failed: {', '.join(bad.notebook)} (see status.csv and the report)")
     if interrupted:
         raise Interrupted(out_root)
     return status
+
+
+def job_outcome(result: dict, plan, store_root: Path, out, profile: str) -> dict:
+    """A notebook's status row, failed when a run or study its plan needs failed or did not finish (a notebook
+    that ran to the end with failed runs shows their rows as missing: that is not success)."""
+    if plan is None or result["status"] in ("interrupted", "cancelled"):
+        return result
+    from .engine.execute import summary
+    from .engine.store import RunStore
+
+    keys = [r.key() for r in plan.runs()] + [s.key() for s in plan.studies()]
+    store = RunStore(store_root)
+    known = [k for k in keys if (store.dir(k) / "job.json").is_file()]
+    table = summary(store, known)
+    failed = table[table.state == "failed"]
+    unfinished = len(keys) - int((table.state == "done").sum()) - len(failed)
+    if not len(failed) and not unfinished:
+        return result
+    parts = []
+    if len(failed):
+        first = failed.iloc[0]
+        parts.append(f"{len(failed)} of {len(keys)} runs/studies failed (first: {first.label or first.key}: "
+                     f"{str(first.error)[:160]})")
+    if unfinished:
+        parts.append(f"{unfinished} of {len(keys)} runs/studies not finished")
+    why = "; ".join(parts) + f"; see irlib status --out {out} --profile {profile}"
+    return {**result, "status": "failed", "error": f"{result['error']}; {why}" if result["error"] else why}
 
 
 class MissingInputs(RuntimeError):
@@ -332,23 +375,37 @@ class Interrupted(KeyboardInterrupt):
         self.out_root = out_root
 
 
-def gather(out_root: Path) -> pd.DataFrame:
-    frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(Path(out_root).glob("*/results.csv"))]
+def gather(out_root: Path, notebooks: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of the notebooks' ``results.csv`` (of ``notebooks`` only, when given)."""
+    paths = sorted(Path(out_root).glob("*/results.csv"))
+    if notebooks is not None:
+        paths = [p for p in paths if p.parent.name in set(notebooks)]
+    frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def write_outputs(out_root: Path, status: pd.DataFrame, profile: str) -> Path:
-    """``results.csv``/``.parquet`` (every notebook's rows), ``status.csv`` and the report."""
+    """``results.csv``/``.parquet``, ``status.csv`` and the report, from this run's rows only: the notebooks
+    of ``status`` that ran (each starts by removing its old ``results.csv``; a cancelled one contributes
+    nothing), so a failed or skipped notebook never shows an earlier run's numbers as this run's. Every file is
+    written atomically (:mod:`irlib.io`)."""
+    import io
+
+    from .engine.core import ROW_COLUMNS
+    from .engine.spec import KEY_COLUMNS
+    from .io import atomic_write_bytes, atomic_write_text
     from .report import write_report
 
-    rows = gather(out_root)
-    status.to_csv(out_root / "status.csv", index=False)
-    if not rows.empty:
-        from .engine.spec import KEY_COLUMNS
-
-        for col in KEY_COLUMNS:  # the row key: '' stays '' (gather reads '' as missing for the value columns)
-            if col in rows:
-                rows[col] = rows[col].fillna("").astype(str)
-        rows.to_csv(out_root / "results.csv", index=False)
-        rows.to_parquet(out_root / "results.parquet", index=False)
-    return write_report(out_root, status, profile, rows=rows if not rows.empty else None)
+    ran = [nb for nb, st in zip(status.notebook, status.status) if st != "cancelled"]
+    rows = gather(out_root, ran)
+    atomic_write_text(out_root / "status.csv", status.to_csv(index=False))
+    if rows.empty:
+        rows = pd.DataFrame(columns=ROW_COLUMNS)
+    for col in KEY_COLUMNS:  # the row key: '' stays '' (gather reads '' as missing for the value columns)
+        if col in rows:
+            rows[col] = rows[col].fillna("").astype(str)
+    atomic_write_text(out_root / "results.csv", rows.to_csv(index=False))
+    buf = io.BytesIO()
+    rows.to_parquet(buf, index=False)
+    atomic_write_bytes(out_root / "results.parquet", buf.getvalue())
+    return write_report(out_root, status, profile, rows=rows)

@@ -45,12 +45,11 @@ def seed_everything(seed: int) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file then rename, so a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save to a temporary file, fsync, then rename (:func:`irlib.io.atomic_torch_save`), so a crash or a
+    power loss never leaves a half-written checkpoint."""
+    from .io import atomic_torch_save
+
+    atomic_torch_save(obj, path)
 
 
 def _frozen_param_names(module: torch.nn.Module) -> set[str]:

@@ -16,8 +16,10 @@ Manifest fields:
   ``extra_files``); the files live in the Hugging Face cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``).
 
 :func:`fetch_weights` downloads ``release checkpoint`` / ``url`` files with :func:`irlib.data.fetch.fetch`
-(verified, atomic: into ``<root>/<name>/``), torchvision files with ``torch.hub.download_url_to_file``
-(hash-prefix checked, atomic), and hub files with ``huggingface_hub.hf_hub_download``.
+(verified, atomic: into ``<root>/<name>/``), torchvision files with the same download into torch.hub's cache
+(hash-prefix checked, fsync'd, atomic), and hub files with ``huggingface_hub.hf_hub_download``. Every download
+refuses a body shorter than its announced ``Content-Length`` (pinned or not), and the ``.partial`` files a killed
+download left are removed at the next start.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from typing import Any
 import yaml
 
 from .data.datasets import DatasetError
-from .data.fetch import ChecksumError, fetch, sha256_file
+from .data.fetch import ChecksumError, _download, clean_stale, fetch, sha256_file
 
 KINDS = ("release checkpoint", "torchvision", "timm", "huggingface", "url")
 REQUIRED = ("name", "title", "kind", "url", "filename", "sha256", "size", "source", "used_by")
@@ -172,8 +174,6 @@ def fetch_weights(name: str, root: str | Path, allow_unverified: bool = False) -
 
 
 def _fetch_torchvision(m: dict, allow_unverified: bool) -> Path:
-    import torch.hub
-
     dest = weights_path(m, "")
     if dest.is_file():
         return dest
@@ -181,15 +181,24 @@ def _fetch_torchvision(m: dict, allow_unverified: bool) -> Path:
     if not (m["sha256"] or prefix or allow_unverified):
         raise ChecksumError(f"{m['filename']}: manifest has no checksum; pass allow_unverified=True to accept it")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # what killed downloads left: ours carry a pid, torch.hub's (NAME.<uuid>.partial) none
+    clean_stale(dest.parent, f".{dest.name}.*.partial")
+    clean_stale(dest.parent, f"{dest.name}.*.partial", min_age_s=3600)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     try:
-        torch.hub.download_url_to_file(m["url"], str(dest), hash_prefix=prefix, progress=False)
-    except RuntimeError as e:  # torch.hub's hash check (the partial file is removed)
-        raise ChecksumError(f"{m['filename']}: {e}") from e
+        _download(m["url"], tmp)   # refuses a body shorter than its Content-Length, pinned or not
+        digest = sha256_file(tmp)
+        if prefix and not digest.startswith(prefix.lower()):
+            raise ChecksumError(f"{m['filename']}: sha256 {digest} does not start with {prefix} (the published prefix)")
+        if m["sha256"] and digest != m["sha256"].lower():
+            raise ChecksumError(f"{m['filename']}: sha256 {digest} does not match the manifest")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
     except OSError as e:
         raise WeightsError(f"weights {m['name']}: download of {m['url']} failed: {e}") from e
-    if m["sha256"] and sha256_file(dest) != m["sha256"].lower():
-        dest.unlink()
-        raise ChecksumError(f"{m['filename']}: sha256 does not match the manifest")
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
 
 

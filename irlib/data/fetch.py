@@ -59,13 +59,53 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+class ShortDownload(OSError):
+    """The server announced a Content-Length and sent fewer (or more) bytes: the file is refused, pinned or not."""
+
+
 def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    with urllib.request.urlopen(url, timeout=timeout) as r, open(dest, "wb") as f:
-        total = int(r.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
-            for block in iter(lambda: r.read(1 << 20), b""):
-                f.write(block)
-                bar.update(len(block))
+    """``url`` into ``dest``; :class:`ShortDownload` when the body's length differs from the announced
+    ``Content-Length`` (also when no checksum is pinned, so a cut-off file is never accepted or pinned)."""
+    import http.client
+
+    got = 0
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(dest, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    f.write(block)
+                    got += len(block)
+                    bar.update(len(block))
+    except http.client.IncompleteRead as e:
+        raise ShortDownload(f"{url}: the connection closed after {got + len(e.partial)} bytes, before the "
+                            f"announced Content-Length") from None
+    if total is not None and got != total:
+        raise ShortDownload(f"{url}: received {got} bytes, but the server announced Content-Length {total}")
+
+
+def clean_stale(folder: Path, pattern: str, min_age_s: float = 0.0) -> list[Path]:
+    """Remove what killed downloads left under ``folder`` (files or folders matching ``pattern``): entries
+    whose name carries the pid of a process that is gone (``….<pid>.<suffix>``), or, without a pid, that nobody has
+    written for ``min_age_s`` seconds. Returns what was removed."""
+    import time
+
+    from ..io import pid_alive
+
+    out = []
+    for p in Path(folder).glob(pattern):
+        parts = p.name.split(".")
+        pid = parts[-2] if len(parts) >= 3 and parts[-2].isdigit() else None
+        if pid is not None and pid_alive(int(pid)):
+            continue
+        if pid is None and time.time() - p.stat().st_mtime < min_age_s:
+            continue
+        try:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            out.append(p)
+        except OSError:
+            pass
+    return out
 
 
 def _extract(archive: Path, into: Path) -> None:
@@ -99,7 +139,8 @@ def fetch(name: str, root: str | Path, *, allow_unverified: bool = False, force:
     root.mkdir(parents=True, exist_ok=True)
     partial = root / ".partial"
     partial.mkdir(exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{m['name']}.", dir=partial))
+    clean_stale(partial, f"{m['name']}.*", min_age_s=3600)   # staging folders of killed fetches
+    staging = Path(tempfile.mkdtemp(prefix=f"{m['name']}.{os.getpid()}.", dir=partial))
     pins = []
     try:
         for entry in m["files"]:

@@ -166,6 +166,29 @@ def split_files(root: str | Path, ref: str) -> list[tuple[Path | None, Path]]:
     return pairs
 
 
+def fingerprint(root: str | Path, ref: str) -> dict:
+    """What a run records of the data it used from split ``ref`` under ``root``: the number of files, their total
+    size, a hash of their names and sizes (``content``: the same for an exact copy elsewhere) and one of their
+    names and modification times (``mtimes``: provenance). Raises :class:`DatasetError` when the split is missing."""
+    sp = get_split(ref)
+    base = Path(root) / sp.manifest
+    if sp.kind == "images":
+        files = sorted({p for pair in split_files(root, ref) for p in pair if p is not None})
+    else:   # a dataset with its own loader (CUB): every file of its folder
+        if not base.is_dir():
+            raise DatasetError(f"{ref}: dataset folder {base} is missing; {_fetch_hint(sp.manifest)}")
+        files = sorted(p for p in base.rglob("*") if p.is_file())
+    content, mtimes, total = hashlib.sha256(), hashlib.sha256(), 0
+    for p in files:
+        st = p.stat()
+        rel = p.relative_to(base).as_posix()
+        content.update(f"{rel}\t{st.st_size}\n".encode())
+        mtimes.update(f"{rel}\t{st.st_mtime_ns}\n".encode())
+        total += st.st_size
+    return {"manifest": sp.manifest, "split": sp.name, "files": len(files), "bytes": total,
+            "content": content.hexdigest()[:16], "mtimes": mtimes.hexdigest()[:16]}
+
+
 def load_split(root: str | Path, ref: str, limit: int | None = None, dtype: torch.dtype = torch.float32,
                files: list[tuple[Path | None, Path]] | None = None) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
     """Images of a split as ``[(lq or None, gt), …]`` (3xHxW; float in [0, 1], or ``torch.uint8`` to keep big

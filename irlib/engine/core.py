@@ -11,6 +11,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..io import CorruptFile
 from ..results import paired_bootstrap
 from ..schedules import Schedule
 from .preflight import needed_data
@@ -418,16 +419,19 @@ def _measured(rec: dict, metric: str, src: Measure, store, profile: Profile, pai
 
 def _result(store, run: RunSpec, ev: EvalSpec) -> tuple[dict | None, str]:
     key = run.key()
-    state = store.state(key)
+    if store.done(key) is not None:
+        res = store.eval_result(key, ev)
+        if res is not None:
+            return res, ""
+    try:
+        state = store.state(key)
+    except (CorruptFile, FileNotFoundError) as e:   # a damaged or missing job record: named, not a traceback
+        return None, f"run {key}: {e}"
     if state == "failed":
-        err = store.dir(key) / "error.json"
-        import json
-
-        return None, f"run {key} failed: {json.loads(err.read_text())['error'][:200]}"
-    if state != "done":
-        return None, f"run {key} not finished ({state})"
-    res = store.eval_result(key, ev)
-    return (res, "") if res is not None else (None, f"run {key} not evaluated on {ev.testset.dataset}")
+        return None, f"run {key} failed: {(store.error(key) or '')[:200]}"
+    if store.done(key) is not None:
+        return None, f"run {key} not evaluated on {ev.testset.dataset}"
+    return None, f"run {key} not finished ({state})"
 
 
 def _studied(rec: dict, row: Row, src: Study, store, profile: Profile) -> None:

@@ -55,26 +55,43 @@ def submit_plans(plans: Sequence[Plan], store: RunStore, context: Context) -> li
         for s in p.studies():
             studies.setdefault(s.key(), s)
     waves: list[list[str]] = [[], [], []]
+    prints: dict[str, dict | None] = {}
     for k, r in runs.items():
-        store.submit(r, evals.get(k, []), context)
+        store.submit(r, evals.get(k, []), context, data_used(r, evals.get(k, []), context.data_root, prints))
         waves[1 if r.deps() else 0].append(k)
     for k, s in studies.items():
-        store.submit(s, [], context)
+        store.submit(s, [], context, data_used(s, [], context.data_root, prints))
         waves[2].append(k)
     return [w for w in waves if w]
 
 
-def pending(store: RunStore, keys: Sequence[str]) -> list[str]:
-    """Keys that still need work: not done, or done but missing an evaluation the job asks for."""
-    out = []
-    for k in keys:
-        if store.state(k) != "done":
-            out.append(k)
-            continue
-        job = store.job(k)
-        if job["kind"] == "run" and any(store.eval_result(k, e) is None for e in job["eval_objs"]):
-            out.append(k)
+def data_used(spec, evals: Sequence, data_root, cache: dict) -> dict[str, dict | None]:
+    """Data reference -> fingerprint (:func:`irlib.data.splits.fingerprint`; None when it cannot be read now)
+    of what job ``spec`` itself reads (training sources, selection and evaluation test sets, a study's data
+    arguments; not its dependencies'). ``offline`` (the packaged photos) is left out. ``cache``: per call."""
+    from ..data import DatasetError
+    from ..data.splits import fingerprint
+    from .preflight import refs_in
+
+    if isinstance(spec, RunSpec):
+        refs = {s.dataset for s in spec.train} | {v.dataset for v in dict(spec.select).values() if hasattr(v, "dataset")}
+    else:
+        refs = set(refs_in(spec.kw))
+    refs |= {e.testset.dataset for e in evals}
+    out = {}
+    for ref in sorted(refs - {"offline"}):
+        if ref not in cache:
+            try:
+                cache[ref] = fingerprint(data_root, ref)
+            except (DatasetError, OSError):
+                cache[ref] = None
+        out[ref] = cache[ref]
     return out
+
+
+def pending(store: RunStore, keys: Sequence[str]) -> list[str]:
+    """Keys that still need work: not done (not trained, failed, or an evaluation the job asks for missing)."""
+    return [k for k in keys if store.state(k) != "done"]
 
 
 class Executor(Protocol):
@@ -123,12 +140,20 @@ def execute(plans: Plan | Sequence[Plan], store: RunStore | str | Path, context:
 
 
 def summary(store: RunStore, keys: Sequence[str]) -> pd.DataFrame:
+    """One line per job: key, label, kind, state (``done`` only when trained and every evaluation is there) and
+    the recorded error of a job that is not done."""
+    from ..io import CorruptFile
+
     rows = []
     for k in keys:
-        job = store.job(k)
-        err = store.dir(k) / "error.json"
-        rows.append({"key": k, "label": job.get("label", ""), "kind": job["kind"], "state": store.state(k),
-                     "error": (pd.read_json(err, typ="series")["error"] if err.is_file() and store.state(k) != "done" else "")})
+        try:
+            job = store.job(k)
+            state = store.state(k)
+            label, kind = job.get("label", ""), job["kind"]
+            err = (store.error(k) or "") if state != "done" else ""
+        except CorruptFile as e:
+            label, kind, state, err = "", "", "failed", str(e)
+        rows.append({"key": k, "label": label, "kind": kind, "state": state, "error": err})
     return pd.DataFrame(rows, columns=["key", "label", "kind", "state", "error"])
 
 

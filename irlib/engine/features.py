@@ -4,6 +4,11 @@ once per process and per configuration.
 ``weights`` is ``pretrained`` (torchvision / timm / Hugging Face / OpenAI weights, or the local files given in
 ``files``) or ``random`` (smoke and rehearsal: same architectures, random initialisation, so the numbers are
 pipeline checks). ``size`` ``tiny`` swaps DINOv2 and ADM for small random versions of the same code.
+
+Every network is built under its own fixed seed (:func:`seeded`: a hash of what it is, never the device or the
+order of construction) inside a forked RNG, so a random network is the same in every process whichever run
+builds it first, and building one never moves the global RNG a run trains with. Random weights are never
+written to disk: they are rebuilt from their seed.
 """
 from __future__ import annotations
 
@@ -15,6 +20,23 @@ if TYPE_CHECKING:
     from .context import Context
 
 _CACHE: dict[tuple, Any] = {}
+
+
+def network_seed(what: tuple) -> int:
+    """The fixed seed of the feature network ``what`` (e.g. ``("vgg", "vgg19", layers)``)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(repr(what).encode()).digest()[:4], "little")
+
+
+def seeded(what: tuple, make):
+    """``make()`` under torch's RNG seeded with :func:`network_seed` of ``what``, in a forked RNG (CPU; networks
+    are initialised on the CPU), so neither the order of construction nor the caller's RNG state matters."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(network_seed(what))
+        return make()
 
 
 @dataclass
@@ -44,7 +66,7 @@ class FeatureBank:
         full = (self.weights, self.size, self.device, tuple(sorted(self.files.items())), self.cache,
                 self.tune_steps) + key
         if full not in _CACHE:
-            _CACHE[full] = make()
+            _CACHE[full] = seeded((self.weights, self.size) + key, make)
         return _CACHE[full]
 
     def vgg(self, arch: str = "vgg19", layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")):
@@ -148,8 +170,9 @@ def _random_bert(out: Path, tokenizer_from) -> None:
     from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_from))
-    torch.manual_seed(0)
-    BertForPreTraining(BertConfig(vocab_size=tok.vocab_size)).save_pretrained(out)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        BertForPreTraining(BertConfig(vocab_size=tok.vocab_size)).save_pretrained(out)
     tok.save_pretrained(out)
 
 
@@ -157,5 +180,8 @@ def _finetune(base: str | None, out: Path, steps: int) -> None:
     from ..prompts import prompts_for
     from ..textprompt import finetune_mlm
 
+    import torch
+
     tasks = ("derain", "dehaze", "denoise")
-    finetune_mlm(base, {t: prompts_for(t, "train") for t in tasks}, out, steps=steps, seed=0)
+    with torch.random.fork_rng(devices=[]):
+        finetune_mlm(base, {t: prompts_for(t, "train") for t in tasks}, out, steps=steps, seed=0)

@@ -1,24 +1,32 @@
 """Executing one job of the run store: train (resuming) and evaluate a run, or compute a study.
 
 :func:`run_job` is idempotent: a finished run only gets the evaluations it still lacks, and it is safe to call
-again after a kill or a preemption. Errors are recorded in the job's ``error.json`` and re-raised.
+again after a kill or a preemption. Errors are recorded in the job's ``error.json`` and re-raised; an evaluation
+that fails is a failure of the job (the other evaluations still run) and is retried next time.
+
+Damaged records heal: a truncated ``ckpt/last.pt`` is quarantined and training restarts from scratch; an
+unreadable ``final.pt`` is quarantined with the ``done.json`` and evaluations made from it, and the run trains
+again (see :mod:`irlib.engine.store` for the other files).
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from ..io import CorruptFile, atomic_torch_save, atomic_write_json, atomic_write_text
+from ..io import CorruptFile, atomic_torch_save, atomic_write_json, atomic_write_text, clean_partials, quarantine
 from .context import Context
 from .features import FeatureBank
 from .runner import build_model
 from .spec import EvalSpec, RunSpec, StudySpec, canonical_json
 from .store import RunStore, code_version, environment
+
+log = logging.getLogger(__name__)
 
 
 def load_model(store: RunStore, spec: RunSpec, fb=None, device: str = "cpu"):
@@ -32,10 +40,13 @@ def load_model(store: RunStore, spec: RunSpec, fb=None, device: str = "cpu"):
     path = store.dir(spec.key()) / "final.pt"
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError) as e:
-        raise CorruptFile(path, f"unreadable checkpoint ({type(e).__name__})",
-                          f"delete {path.parent / 'done.json'} and {path} and re-run to train it again") from None
-    model.load_state_dict(sd["model"])
+        model.load_state_dict(sd["model"])
+    except Exception as e:   # missing, truncated, garbled (RuntimeError, OSError, EOFError, pickle/zip errors), wrong
+        what = ("missing although done.json says the run finished" if isinstance(e, FileNotFoundError) else
+                f"unreadable or not this run's weights ({type(e).__name__}: {str(e)[:120]})")
+        moved = _quarantine_training(store, spec.key(), f"{path}: {what}")
+        raise CorruptFile(path, what, "moved aside with its done.json and evaluations: re-run the plan to train the "
+                          "run again" if moved else "delete it and its done.json, then re-run to train it again") from None
     return model.eval().to(device)
 
 
@@ -48,9 +59,12 @@ def run_job(store_root: str | Path, key: str, device: str = "cpu") -> None:
     study. Idempotent: a finished run only gets the evaluations it still lacks; safe to call again after a
     kill or a preemption. Errors are recorded in ``error.json`` and re-raised."""
     store = RunStore(store_root)
-    job = store.job(key)
+    if not (store.dir(key) / "job.json").is_file():
+        raise FileNotFoundError(f"no job {key} in the run store {store.root}")
     with store.lock(key):
         try:
+            clean_partials(store.dir(key))   # litter of a writer killed mid-write
+            job = store.job(key)
             (_train_and_evaluate if job["kind"] == "run" else _study)(store, key, job, device)
             (store.dir(key) / "error.json").unlink(missing_ok=True)
         except KeyboardInterrupt:
@@ -58,10 +72,49 @@ def run_job(store_root: str | Path, key: str, device: str = "cpu") -> None:
         except Exception as e:
             import traceback
 
-            atomic_write_text(store.dir(key) / "error.json", json.dumps(
-                {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:],
-                 "when": _dt.datetime.now().isoformat(timespec="seconds")}, indent=1))
+            try:
+                atomic_write_text(store.dir(key) / "error.json", json.dumps(
+                    {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:],
+                     "when": _dt.datetime.now().isoformat(timespec="seconds")}, indent=1))
+            except OSError:   # a read-only or full store: the exception itself still says what failed
+                pass
             raise
+
+
+class EvaluationFailed(RuntimeError):
+    """A run trained but one or more of its evaluations failed (recorded; retried on the next run)."""
+
+
+def _quarantine_training(store: RunStore, key: str, why: str) -> bool:
+    """Move aside a finished run's weights, its ``done.json`` and the evaluations made from them, so the next
+    execution trains it again; False when the store is read-only (nothing moved)."""
+    d = store.dir(key)
+    moved = quarantine(d / "done.json") is not None if (d / "done.json").exists() else True
+    if moved:
+        for name in ("final.pt", "evals"):
+            if (d / name).exists():
+                quarantine(d / name)
+        log.warning("run %s: %s; its final.pt, done.json and evaluations were moved aside (*.corrupt-<time>): it "
+                    "trains again", key, why)
+    return moved
+
+
+def _checked_checkpoint(path: Path) -> None:
+    """Quarantine the resumable checkpoint ``path`` when it cannot be read (truncated by a full disk, garbled):
+    training then restarts from scratch instead of failing on every re-run."""
+    import torch
+
+    if not path.is_file():
+        return
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:   # torch raises RuntimeError, OSError, EOFError, pickle errors, zipfile errors...
+        moved = quarantine(path)
+        log.warning("%s: unreadable checkpoint (%s: %s); moved aside to %s, training restarts from step 0",
+                    path, type(e).__name__, str(e)[:120], moved.name if moved else "nowhere (read-only)")
+        if moved is None:
+            raise CorruptFile(path, f"unreadable checkpoint ({type(e).__name__})",
+                              "delete it to restart the run from scratch") from None
 
 
 def _feature_bank(spec, device: str, ctx: Context) -> FeatureBank:
@@ -79,27 +132,41 @@ def _train_and_evaluate(store: RunStore, key: str, job: dict, device: str) -> No
     data_root = str(ctx.data_root)
     fb = _feature_bank(spec, device, ctx)
     model = None
+    missing = [ev for ev in job["eval_objs"] if store.eval_result(key, ev) is None]
+    if store.done(key) and missing:
+        try:
+            model = load_model(store, spec, fb, device)
+        except CorruptFile:
+            if store.done(key):   # a read-only store: it could not be moved aside
+                raise
+            missing = list(job["eval_objs"])
     if not store.done(key):
         for dep in spec.deps():
             if not store.done(dep.key()):
                 raise DependencyNotReady(f"run {key} needs run {dep.key()} ({dep.label or dep.net}) to finish first")
         model = _train(store, key, spec, fb, data_root, device, job.get("label") or spec.net)
-    for ev in job["eval_objs"]:
-        if store.eval_result(key, ev) is not None:
-            continue
-        done = store.done(key)
-        if done.get("collapsed"):
-            res = {"per_image": {}, "dataset": {}, "n": 0, "collapsed": True}
-        else:
-            if model is None:
-                model = load_model(store, spec, fb, device)
-            res = evaluate_run(model, spec, ev, test_pairs(ev.testset, data_root), fb, device)
-        res["eval"] = json.loads(canonical_json(ev))
-        atomic_write_json(d / "evals" / f"{ev.key()}.json", res, indent=None)
+        missing = list(job["eval_objs"])   # evaluations left by an earlier training are redone from these weights
+    failures = []
+    for ev in missing:
+        try:
+            if store.done(key).get("collapsed"):
+                res = {"per_image": {}, "dataset": {}, "n": 0, "collapsed": True}
+            else:
+                res = evaluate_run(model, spec, ev, test_pairs(ev.testset, data_root), fb, device)
+            res["eval"] = json.loads(canonical_json(ev))
+            atomic_write_json(d / "evals" / f"{ev.key()}.json", res, indent=None)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:   # the other evaluations still run; this one is retried next time
+            log.warning("run %s: evaluation on %s failed: %s: %s", key, ev.testset.dataset, type(e).__name__, e)
+            failures.append(f"{ev.testset.dataset} ({ev.key()}): {type(e).__name__}: {e}")
     if model is not None:
         del model
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
+    if failures:
+        raise EvaluationFailed(f"run {key} trained, but {len(failures)} of {len(job['eval_objs'])} evaluations "
+                               f"failed: " + "; ".join(failures)[:1500])
 
 
 def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device: str, label: str = ""):
@@ -115,6 +182,7 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     model = build_model(spec, fb)
     terms = build_terms(spec, model, fb, load_run=lambda r: load_model(store, r, fb, device))
     batches = training_batches(spec, data_root, sched)
+    _checked_checkpoint(d / "ckpt" / "last.pt")
     progress = ProgressWriter(d / "progress.json", key, label or spec.label or spec.net, sched.steps)
     select = dict(spec.select)
     best = {"value": -float("inf"), "step": None}
@@ -143,11 +211,18 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     except KeyboardInterrupt:
         tr.save()  # resume exactly here next time
         raise
-    pd.DataFrame(tr.log).to_csv(d / "log.csv", index=False)
+    atomic_write_text(d / "log.csv", pd.DataFrame(tr.log).to_csv(index=False))
     final = tr.eval_model()
     if select and (d / "best.pt").is_file():
-        sd = torch.load(d / "best.pt", map_location="cpu", weights_only=True)
-        final.load_state_dict(sd["model"])
+        try:
+            sd = torch.load(d / "best.pt", map_location="cpu", weights_only=True)
+            final.load_state_dict(sd["model"])
+        except Exception as e:   # truncated or garbled: the selection cannot be trusted, the run is redone
+            quarantine(d / "best.pt")
+            if (d / "ckpt").exists():
+                quarantine(d / "ckpt")
+            raise CorruptFile(d / "best.pt", f"unreadable ({type(e).__name__}); moved aside with ckpt/",
+                              "re-run: the run trains again from scratch") from None
         best["step"] = sd["step"]
     atomic_torch_save({"model": final.state_dict(), "step": tr.step}, d / "final.pt")
     collapse_step = next((r["step"] for r in tr.log if r.get("collapsed")), None)

@@ -304,8 +304,7 @@ def wait(store_root: str | os.PathLike[str], keys: Sequence[str], *, folder: str
             if st == "done":
                 outcome[k] = "done"
             elif latest.get(k) in TERMINAL or st == "failed":
-                err = store.dir(k) / "error.json"
-                outcome[k] = (json.loads(err.read_text())["error"] if err.is_file() else f"Slurm {latest.get(k)}")
+                outcome[k] = store.error(k) or f"Slurm {latest.get(k)}"
             else:
                 continue
             left.discard(k)

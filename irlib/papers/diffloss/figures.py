@@ -63,8 +63,11 @@ def _capped(sched, limits: Limits | None) -> tuple[int, int]:
 def cub_classifier(ctx, arch: str, ref: str, sched, side: int, seed: int):
     """``arch`` (``vgg16``/``resnet50``) with a new head, fine-tuned on the clean CUB training split at ``side``
     pixels with ``sched``'s steps, batch and learning rate (:func:`irlib.classify.finetune`); ImageNet weights
-    when the study's feature networks are pretrained, random otherwise. Cached under ``<run store>/_cub/``."""
+    when the study's feature networks are pretrained, random otherwise (built under a seed fixed by ``arch`` and
+    ``seed``). Fine-tuned from ImageNet weights it is cached under ``<run store>/_cub/``; from random weights
+    (smoke, rehearsal: a few steps) it is rebuilt from its seed instead of writing hundreds of MB of noise."""
     from ... import classify
+    from ...engine.features import seeded
 
     items = _cub_items(ctx, ref)
     train = [c for c in items if c.train]
@@ -72,7 +75,14 @@ def cub_classifier(ctx, arch: str, ref: str, sched, side: int, seed: int):
     steps, batch = _capped(sched, ctx.spec.limits)
     tag = digest({"arch": arch, "ref": ref, "data": str(Path(ctx.data_root).resolve()), "sched": sched, "side": side,
                   "seed": seed, "weights": ctx.fb.weights, "steps": steps, "batch": batch, "n": len(train)})
-    net = classify.make_classifier(arch, n_classes, pretrained=ctx.fb.pretrained)
+    net = seeded(("cub-classifier", arch, n_classes, ctx.fb.weights, seed),
+                 lambda: classify.make_classifier(arch, n_classes, pretrained=ctx.fb.pretrained))
+    if not ctx.fb.pretrained:
+        x, y = classify.load_batch(train, side)
+        epochs = max(1, round(steps / max(1, len(train) // batch)))
+        with torch.enable_grad():  # the studies run under no_grad
+            return classify.finetune(net, x, y, epochs=epochs, batch=batch, lr=sched.lr, device=ctx.device,
+                                     seed=seed, ckpt=None, progress=False)
     with _locked(ctx, f"{arch}-{tag}") as root:
         ckpt = root / f"{arch}-{tag}.pt"
         if ckpt.is_file():

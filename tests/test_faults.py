@@ -1,0 +1,492 @@
+"""Fault injection on the run store, the executors and `irlib reproduce` (issue #23): failures never look like
+success, corrupt or truncated store files are named or healed (quarantined and redone, never read as done),
+reading a finished store writes nothing, and rows do not depend on the order runs were built in.
+
+Tiny plans (``Profile(..., scale="tiny")``: the offline photos, a few training steps) keep each case in seconds."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from irlib import plan
+from irlib.engine import Builder, EvalSpec, Profile, RunStore, gather
+from irlib.engine.jobs import load_model
+from irlib.io import CorruptFile
+from irlib.schedules import Schedule
+
+
+def tiny_plan(steps: int = 4, extra_spn: bool = False, two_evals: bool = False, spn_lam: float = 1e-4) -> plan.Plan:
+    P = Profile("smoke", "tiny", "random", smoke_schedule=Schedule(steps, 2, 32, 1e-3, grad_clip=1.0), scale="tiny")
+    B = Builder("spn", P)
+    a = B.seeds(B.run("EDSR-light", net_kw={"scale": 4}, train=[("div2k:train-x4", "srx4")],
+                      schedule=P.smoke_schedule, label="EDSR-light x4"))
+    ev = EvalSpec(B.testset("sr_benchmark:Set14-x4", "srx4"), channel="y", crop=4)
+    B.measure("Table 8", "EDSR-light", "lambda=0", "Set14", a, ev, ("PSNR",))
+    if two_evals:
+        ev2 = EvalSpec(B.testset("sr_benchmark:B100-x4", "srx4", seed=7), channel="y", crop=4)
+        B.measure("Table 8", "EDSR-light", "lambda=0", "B100", a, ev2, ("PSNR",))
+    if extra_spn:
+        from irlib.engine import Term
+
+        b = tuple(r.with_terms(Term("spn", -spn_lam, (("lam", spn_lam), ("steps", (2, 5)), ("w", 0.1)))) for r in a)
+        B.measure("Table 8", "EDSR-light+SPN", "lambda=1e-4", "Set14", b, ev, ("PSNR",), baseline=a,
+                  baseline_label="EDSR-light")
+    return B.plan
+
+
+def _run(p, store):
+    return plan.execute(p, store, plan.Context("data", store.root))
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(f.relative_to(root)): (f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(root.rglob("*"))}
+
+
+def _status(out: Path, capsys) -> tuple[int, str]:
+    from irlib.cli import main
+
+    code = main(["status", "--out", str(out), "--profile", "smoke"])
+    return code, capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ 1. status tells the truth
+def test_an_evaluation_failure_is_a_failure_and_is_retried_once_fixed(tmp_path, monkeypatch, capsys):
+    from irlib.engine import runner
+
+    p = tiny_plan(two_evals=True)
+    out = tmp_path / "out"
+    store = RunStore(out / "smoke" / "runs")
+    real = runner.evaluate_run
+
+    def broken(model, spec, ev, *a, **kw):   # the B100 evaluation fails (say, an unreadable test image)
+        if ev.testset.seed == 7:
+            raise OSError("test image unreadable")
+        return real(model, spec, ev, *a, **kw)
+
+    monkeypatch.setattr(runner, "evaluate_run", broken)
+    st = _run(p, store)
+    key = st.key[0]
+    assert list(st.state) == ["failed"]
+    assert "1 of 2 evaluations failed" in st.error[0] and "test image unreadable" in st.error[0]
+    assert store.done(key) is not None and store.state(key) == "failed"   # trained, yet not done
+    rows = gather(p, store)
+    assert not np.isnan(rows.value[0]) and np.isnan(rows.value[1])      # the Set14 row stands, B100 says why
+    assert "failed" in rows.notes[1] and "test image unreadable" in rows.notes[1]
+    code, text = _status(out, capsys)
+    assert code == 0 and "failed" in text and "evaluations failed" in text and "done" not in text.split("state")[1]
+    assert plan.pending(store, [key]) == [key]
+    final = store.dir(key) / "final.pt"
+    mtime = final.stat().st_mtime_ns
+    monkeypatch.setattr(runner, "evaluate_run", real)    # the cause is fixed: the re-run only evaluates
+    st = _run(p, store)
+    assert list(st.state) == ["done"] and st.error[0] == ""
+    assert final.stat().st_mtime_ns == mtime and not (store.dir(key) / "error.json").exists()
+    assert gather(p, store).value.notna().all()
+
+
+# ------------------------------------------------------------------------------------ 2. a store that names or heals
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run: its store, plan and rows (copied for each corruption case)."""
+    root = tmp_path_factory.mktemp("finished") / "runs"
+    p = tiny_plan(two_evals=True)
+    store = RunStore(root)
+    _run(p, store)
+    return root, p, gather(p, store)
+
+
+def _copy(finished, tmp_path):
+    import shutil
+
+    root, p, rows = finished
+    shutil.copytree(root, tmp_path / "out" / "smoke" / "runs")
+    store = RunStore(tmp_path / "out" / "smoke" / "runs")
+    return store, p, rows, p.runs()[0].key()
+
+
+def _quarantined(folder: Path, name: str) -> list[Path]:
+    return list(folder.glob(f"{name}.corrupt-*"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "truncated", "not-an-object"])
+def test_a_corrupt_evaluation_record_is_quarantined_and_redone(finished, tmp_path, damage):
+    store, p, rows, key = _copy(finished, tmp_path)
+    f = next(iter(sorted((store.dir(key) / "evals").glob("*.json"))))
+    text = f.read_text()
+    f.write_text({"garbage": "\x00\x13not json", "empty": "", "truncated": text[: len(text) // 2],
+                  "not-an-object": "[1, 2]"}[damage])
+    assert store.state(key) == "partial"                   # never read as done
+    assert _quarantined(f.parent, f.name) and not f.exists()
+    st = _run(p, store)
+    assert list(st.state) == ["done"]
+    pd.testing.assert_frame_equal(gather(p, store), rows)   # the same numbers again
+
+
+def test_a_corrupt_done_record_retrains_to_the_same_rows(finished, tmp_path):
+    store, p, rows, key = _copy(finished, tmp_path)
+    (store.dir(key) / "done.json").write_text('{"key": "abc", "steps"')
+    assert store.state(key) == "pending" and store.done(key) is None
+    assert _quarantined(store.dir(key), "done.json")
+    g = gather(p, store)
+    assert g.value.isna().all() and "not finished" in g.notes[0]
+    assert list(_run(p, store).state) == ["done"]
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+
+
+def test_a_corrupt_job_record_is_named_and_rewritten_from_the_plan(finished, tmp_path, capsys):
+    store, p, rows, key = _copy(finished, tmp_path)
+    job = store.dir(key) / "job.json"
+    job.write_text("{\"kind\": \"run\", \"spe")
+    with pytest.raises(CorruptFile, match=r"job\.json: not valid JSON.*re-run the plan"):
+        store.job(key)
+    pd.testing.assert_frame_equal(gather(p, store), rows)       # the results themselves are intact
+    code, text = _status(tmp_path / "out", capsys)
+    assert code == 0 and "corrupt" in text and "job.json" in text and "Traceback" not in text
+    final = store.dir(key) / "final.pt"
+    mtime = final.stat().st_mtime_ns
+    assert list(_run(p, store).state) == ["done"]               # re-submitting heals it; nothing retrains
+    assert final.stat().st_mtime_ns == mtime and _quarantined(job.parent, "job.json")
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+
+
+def test_a_corrupt_error_record_does_not_break_status(finished, tmp_path, capsys):
+    store, p, rows, key = _copy(finished, tmp_path)
+    (store.dir(key) / "done.json").unlink()
+    (store.dir(key) / "error.json").write_text("\xff garbage")
+    code, text = _status(tmp_path / "out", capsys)
+    assert code == 0 and "Traceback" not in text and key in text
+    assert store.state(key) == "pending" and _quarantined(store.dir(key), "error.json")
+
+
+def test_a_truncated_final_checkpoint_is_moved_aside_and_the_run_trains_again(finished, tmp_path):
+    """Whoever reads it (its own evaluation, a study, an SPN negative run), an unreadable ``final.pt`` is moved
+    aside with its ``done.json`` and evaluations, and the next execution trains the run again."""
+    store, p, rows, key = _copy(finished, tmp_path)
+    final = store.dir(key) / "final.pt"
+    final.write_bytes(final.read_bytes()[:200])
+    for f in (store.dir(key) / "evals").glob("*.json"):   # an evaluation still to do needs the weights
+        f.unlink()
+        break
+    with pytest.raises(CorruptFile, match=r"final\.pt: unreadable or not this run's weights.*moved aside"):
+        load_model(store, p.runs()[0])           # e.g. a study loading it: the run is set to train again
+    assert store.state(key) == "pending"
+    assert list(_run(p, store).state) == ["done"]
+    assert _quarantined(store.dir(key), "final.pt") and _quarantined(store.dir(key), "done.json")
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+
+
+def test_a_truncated_resume_checkpoint_restarts_training_from_scratch(finished, tmp_path, caplog):
+    root, p, rows = finished
+    store = RunStore(tmp_path / "runs")
+    key = p.runs()[0].key()
+    store.submit(p.runs()[0], [], plan.Context("data", store.root))
+    ref = torch.load(root / key / "final.pt", weights_only=True)["model"]
+    ckpt = store.dir(key) / "ckpt" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"step": 2, "model": {k: v + 1 for k, v in ref.items()}}, ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:-300])                  # a full disk cut it short
+    (store.dir(key) / ".final.pt.999999999.partial").write_bytes(b"litter of a killed writer")
+    with caplog.at_level("WARNING"):
+        assert list(_run(p, store).state) == ["done"]
+    assert "training restarts from step 0" in caplog.text and "last.pt" in caplog.text
+    assert not list(store.dir(key).glob(".*.partial"))
+    got = torch.load(store.dir(key) / "final.pt", weights_only=True)["model"]
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=0, atol=0)
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+
+
+def test_reading_a_finished_store_writes_nothing(finished, tmp_path, capsys):
+    """``gather``, ``irlib status`` and a re-run with nothing to do leave every file as it was (so they work on a
+    read-only store; as root, chmod cannot show that, the unchanged snapshot does)."""
+    _, p, rows = finished
+    store = RunStore(tmp_path / "out" / "smoke" / "runs")
+    _run(p, store)
+    before = _snapshot(store.root)
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+    assert _status(tmp_path / "out", capsys)[0] == 0
+    assert list(_run(p, store).state) == ["done"]
+    assert _snapshot(store.root) == before
+    if os.geteuid() != 0:
+        for f in store.root.rglob("*"):
+            f.chmod(0o555 if f.is_dir() else 0o444)
+        store.root.chmod(0o555)
+        try:
+            pd.testing.assert_frame_equal(gather(p, store), rows)
+            assert list(_run(p, store).state) == ["done"]
+        finally:
+            for f in [store.root, *store.root.rglob("*")]:
+                f.chmod(0o755 if f.is_dir() else 0o644)
+
+
+# ------------------------------------------------------------------------------------ reproduce: exit codes, stale outputs
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _nb(path: Path, code: str) -> None:
+    import nbformat
+
+    n = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('profile = "smoke"\ndevice = "cpu"\ndata_root = "d"\nseed = 0\nout_dir = "o"\n'
+                                  'runs_dir = ""\nonly = ""\nskip_data = ""\n')
+    p.metadata["tags"] = ["parameters"]
+    n.cells = [p, nbformat.v4.new_code_cell(code)]
+    n.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(n, path)
+
+
+ROW = ("from irlib.engine import ROW_COLUMNS\nimport pandas as pd, os\nos.makedirs(out_dir, exist_ok=True)\n"
+       "pd.DataFrame([dict(paper='spn', table='Table 8', method='EDSR-light', setting='lambda=0', dataset='Set14', "
+       "metric='PSNR', value={value}, profile=profile, weights='random', notes='')], columns=ROW_COLUMNS)"
+       ".to_csv(out_dir + '/results.csv', index=False)\n")
+
+
+def _cli(*args, nbdir):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "irlib.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "IRLIB_NOTEBOOKS": str(nbdir), "PYTHONPATH": str(REPO)})
+
+
+def test_a_failing_notebook_never_shows_the_previous_rows(tmp_path):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _nb(nbdir / "alpha.ipynb", ROW.format(value=31.25))
+    out = tmp_path / "out"
+    r = _cli("reproduce", "--out", str(out), nbdir=nbdir)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(out / "smoke" / "results.csv").value.tolist() == [31.25]
+    assert "31.25" in (out / "smoke" / "report.md").read_text()
+    _nb(nbdir / "alpha.ipynb", "raise RuntimeError('broken cell')")
+    r = _cli("reproduce", "--out", str(out), nbdir=nbdir)
+    assert r.returncode == 1 and "1 of 1 notebooks failed (alpha)" in r.stderr
+    assert pd.read_csv(out / "smoke" / "results.csv").empty                 # header only, not the old row
+    assert pd.read_parquet(out / "smoke" / "results.parquet").empty
+    assert "31.25" not in (out / "smoke" / "report.md").read_text()
+    assert dict(zip(*[pd.read_csv(out / "smoke" / "status.csv")[c] for c in ("notebook", "status")])) == {"alpha": "failed"}
+    assert not list((out / "smoke").glob(".*.partial"))
+
+
+def test_parameters_the_command_line_owns_are_refused(tmp_path):
+    from irlib.reproduce import UsageError, check_params
+
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _nb(nbdir / "alpha.ipynb", ROW.format(value=1.0))
+    for name, option in [("out_dir", "--out"), ("data_root", "--data-root"), ("runs_dir", "--out"),
+                         ("device", "--device"), ("seed", "--seed"), ("only", "--only"), ("skip_data", "--skip-missing")]:
+        with pytest.raises(UsageError, match=f"-p {name}: set by irlib reproduce itself; use {option}"):
+            check_params({"alpha": []}, {name: "x"})
+    r = _cli("reproduce", "--out", str(tmp_path / "out"), "-p", "profile", "full", nbdir=nbdir)
+    assert r.returncode == 2 and "-p profile: set by irlib reproduce itself; use --profile" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "smoke" / "alpha").exists()    # refused before anything ran
+
+
+def test_reproduce_fails_when_the_notebook_ran_but_its_runs_did_not(tmp_path):
+    """A paper notebook that ends without running (or after failing) its plan's runs is a failure: the exit code
+    is 1 and the status says how many runs/studies failed or did not finish."""
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _nb(nbdir / "spn.ipynb", ROW.format(value=1.0))     # writes a row, runs nothing
+    out = tmp_path / "out"
+    r = _cli("reproduce", "--out", str(out), "--only", "spn/Table 8", nbdir=nbdir)
+    assert r.returncode == 1, r.stdout + r.stderr
+    status = pd.read_csv(out / "smoke" / "status.csv", keep_default_na=False)
+    assert status.status.tolist() == ["failed"]
+    n = len(plan.build("spn", "smoke").select(["Table 8"]).runs())
+    assert f"{n} of {n} runs/studies not finished" in status.error[0] and "irlib status" in status.error[0]
+    assert "1 of 1 notebooks failed (spn)" in r.stderr
+
+
+# ------------------------------------------------------------------------------------ 3. the record cannot lie
+def _denoise_plan() -> plan.Plan:
+    P = Profile("t", "tiny", "random", smoke_schedule=Schedule(2, 2, 32, 1e-3), scale="paper")
+    B = Builder("dinoir", P)
+    r = B.run("Restormer", train=[("cbsd68:test", "noise25")], schedule=P.smoke_schedule, label="Restormer tiny")
+    B.measure("T", "Restormer", "", "CBSD68", (r,), EvalSpec(B.testset("cbsd68:test", "noise25")), ("PSNR",))
+    return B.plan
+
+
+def test_other_data_under_another_root_is_refused_naming_both_roots(tmp_path):
+    import shutil
+
+    from irlib.data.splits import synth
+    from irlib.engine.store import DataMismatch
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    synth(a, n=2, side=48, only=["cbsd68"])
+    synth(b, n=3, side=48, only=["cbsd68"])
+    p = _denoise_plan()
+    store = RunStore(tmp_path / "runs")
+    key = p.runs()[0].key()
+    assert list(plan.execute(p, store, plan.Context(a, store.root)).state) == ["done"]
+    rec = json.loads((store.dir(key) / "job.json").read_text())["data"]
+    assert rec["root"] == str(a.resolve()) and rec["refs"]["cbsd68:test"]["files"] == 2
+    rows = gather(p, store)
+    job = (store.dir(key) / "job.json").read_text()
+    with pytest.raises(DataMismatch, match=rf"{b.resolve()} \(--data-root now\) holds other data than {a.resolve()}"):
+        plan.execute(p, store, plan.Context(b, store.root))
+    assert (store.dir(key) / "job.json").read_text() == job          # the record is not rewritten
+    shutil.copytree(a, tmp_path / "copy")                            # the same data elsewhere: reused, not retrained
+    mtime = (store.dir(key) / "final.pt").stat().st_mtime_ns
+    assert list(plan.execute(p, store, plan.Context(tmp_path / "copy", store.root)).state) == ["done"]
+    assert (store.dir(key) / "final.pt").stat().st_mtime_ns == mtime
+    assert json.loads((store.dir(key) / "job.json").read_text())["data"]["root"] == str(a.resolve())
+    pd.testing.assert_frame_equal(gather(p, store), rows)
+    synth(tmp_path / "extra", n=3, side=48, only=["cbsd68"])       # the data under the first root changes
+    shutil.rmtree(a / "cbsd68")
+    shutil.copytree(tmp_path / "extra" / "cbsd68", a / "cbsd68")
+    with pytest.raises(DataMismatch, match=rf"the data under {a.resolve()} changed"):
+        plan.execute(p, store, plan.Context(a, store.root))
+
+
+# ------------------------------------------------------------------------------------ 5. determinism
+def test_random_feature_networks_do_not_depend_on_who_built_them_first():
+    from irlib.engine import features
+    from irlib.engine.features import FeatureBank
+
+    def build(rng_seed: int) -> dict:
+        features._CACHE.clear()
+        torch.manual_seed(rng_seed)
+        torch.rand(rng_seed + 1)
+        before = torch.get_rng_state()
+        fb = FeatureBank("random", "tiny")
+        nets = {"vgg": fb.vgg("vgg19"), "vgg16": fb.vgg("vgg16", ("relu2_2",)), "dino": fb.dino(), "adm": fb.adm()}
+        assert torch.equal(torch.get_rng_state(), before)   # building never moves the caller's RNG
+        return {f"{n}.{k}": v.clone() for n, net in nets.items() for k, v in net.state_dict().items()}
+
+    a, b = build(1), build(7)
+    assert a.keys() == b.keys() and len(a) > 20
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    features._CACHE.clear()
+
+
+def test_rows_are_bit_identical_whatever_the_order_runs_were_built_in(tmp_path):
+    """The SPN run's random VGG is the same whether it is built first by this run, by another one, or after
+    other code moved the global RNG: rerunning in another order gives the same bits."""
+    from irlib.engine import features
+    from irlib.engine.features import FeatureBank
+
+    p = tiny_plan(steps=12, extra_spn=True, spn_lam=0.5)   # a weight large enough to move the bits
+    features._CACHE.clear()
+    ref = RunStore(tmp_path / "ref")
+    assert list(_run(p, ref).state) == ["done", "done"]
+    other = RunStore(tmp_path / "other")
+    plan.submit_plans([p], other, plan.Context("data", other.root))
+    features._CACHE.clear()
+    torch.manual_seed(12345)
+    spn_run = p.runs()[-1]                        # somebody else builds the VGG first, under another RNG state
+    FeatureBank.for_run(spn_run, "cpu", other.context(spn_run.key())).vgg()
+    keys = [r.key() for r in p.runs()]
+    for k in reversed(keys):                      # and the +SPN run trains before its baseline
+        plan.run_job(other.root, k)
+    for k in keys:
+        a = torch.load(ref.dir(k) / "final.pt", weights_only=True)["model"]
+        b = torch.load(other.dir(k) / "final.pt", weights_only=True)["model"]
+        for name in a:
+            assert torch.equal(a[name], b[name]), (k, name)
+    pd.testing.assert_frame_equal(gather(p, ref).drop(columns="runs"), gather(p, other).drop(columns="runs"),
+                                  check_exact=True)
+
+
+# ------------------------------------------------------------------------------------ 6. downloads: short bodies, litter
+@pytest.fixture
+def short_server(tmp_path):
+    """An HTTP server whose ``/short.bin`` announces 4096 bytes and sends 1000; ``/whole.bin`` sends all 4096."""
+    import http.server
+    import threading
+
+    body = bytes(range(256)) * 16
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:1000] if self.path == "/short.bin" else body)
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", body
+    httpd.shutdown()
+
+
+def test_a_body_shorter_than_its_content_length_is_refused_even_unpinned(short_server, tmp_path, monkeypatch):
+    from irlib import weights as W
+    from irlib.data import DatasetError
+    from irlib.data.fetch import fetch
+
+    url, body = short_server
+    out = tmp_path / "data"
+    with pytest.raises(DatasetError, match=r"announced Content-Length"):
+        fetch("short", out, allow_unverified=True, manifest={"name": "short", "files": [{"url": f"{url}/short.bin"}]})
+    assert list(out.iterdir()) == []                      # nothing extracted, nothing pinned, no .partial
+    stale = out / ".partial" / "whole.999999999.abcdefgh"   # a killed fetch's staging folder (its pid is gone)
+    stale.mkdir(parents=True)
+    (stale / "whole.bin").write_bytes(b"half")
+    target = fetch("whole", out, allow_unverified=True, manifest={"name": "whole", "files": [{"url": f"{url}/whole.bin"}]})
+    assert (target / "whole.bin").read_bytes() == body and not (out / ".partial").exists()
+    # torchvision-kind weights (into torch.hub's cache) go through the same check
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    mdir = tmp_path / "manifests"
+    mdir.mkdir()
+    monkeypatch.setenv("IRLIB_WEIGHT_MANIFESTS", str(mdir))
+    import yaml
+
+    for name, path in (("tvshort", "short.bin"), ("tvwhole", "whole.bin")):
+        (mdir / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "title": f"test {name}", "kind": "torchvision", "url": f"{url}/{path}",
+            "filename": f"{name}.pth", "sha256": None, "size": None, "manual": None, "source": "tests", "used_by": [],
+            "network": "irlib.models.swinir:SwinIR.tiny", "args": {"scale": 2}, "container": "params"}))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / ".tvwhole.pth.999999999.partial").write_bytes(b"litter")
+    with pytest.raises(W.WeightsError, match=r"announced Content-Length"):
+        W.fetch_weights("tvshort", tmp_path / "unused", allow_unverified=True)
+    assert not (cache / "tvshort.pth").exists()
+    got = W.fetch_weights("tvwhole", tmp_path / "unused", allow_unverified=True)
+    assert got.read_bytes() == body and sorted(p.name for p in cache.iterdir()) == ["tvwhole.pth"]
+
+
+def test_random_cub_classifiers_are_rebuilt_from_their_seed_not_saved(tmp_path):
+    """Smoke/rehearsal fine-tune randomly initialised classifiers for a few steps: the same weights every time
+    (whatever the RNG state before), and nothing of them written under ``<run store>/_cub``."""
+    from types import SimpleNamespace
+
+    from irlib.engine.features import FeatureBank
+    from irlib.papers.diffloss.figures import cub_classifier
+
+    ctx = SimpleNamespace(store=SimpleNamespace(root=tmp_path / "runs"), spec=SimpleNamespace(limits=None),
+                          fb=FeatureBank("random", "tiny"), data_root=str(tmp_path), device="cpu")
+    sched = Schedule(2, 2, 32, 1e-3)
+    torch.manual_seed(1)
+    a = cub_classifier(ctx, "resnet18", "offline", sched, 32, seed=0).state_dict()
+    torch.manual_seed(2)
+    torch.rand(7)
+    b = cub_classifier(ctx, "resnet18", "offline", sched, 32, seed=0).state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert not [p for p in (tmp_path / "runs" / "_cub").rglob("*") if p.suffix in (".pt", ".pth")]
+
+
+def test_a_truncated_final_checkpoint_found_while_evaluating_retrains_in_the_same_call(finished, tmp_path):
+    store, p, rows, key = _copy(finished, tmp_path)
+    final = store.dir(key) / "final.pt"
+    final.write_bytes(final.read_bytes()[:-100])
+    next(iter((store.dir(key) / "evals").glob("*.json"))).unlink()
+    assert store.state(key) == "partial"
+    assert list(_run(p, store).state) == ["done"]
+    assert _quarantined(store.dir(key), "final.pt") and _quarantined(store.dir(key), "evals")
+    pd.testing.assert_frame_equal(gather(p, store), rows)
