@@ -177,13 +177,17 @@ class AdversarialLoss(nn.Module):
 def haar_details(x: torch.Tensor) -> torch.Tensor:
     """One-level orthonormal Haar transform of ``x`` (B, C, H, W; H and W even), returning only the three detail
     bands concatenated band-major: (B, 3C, H/2, W/2). PCL-SR's released discriminator reads this (its
-    ``--use_wavelet``, ``pytorch_wavelets.DWTForward(J=1, wave='haar')`` with the LH, HL, HH bands concatenated);
-    the band order and signs here may differ from that library's, which a learned first convolution absorbs."""
+    ``--use_wavelet``: ``pytorch_wavelets.DWTForward(J=1, wave='haar', mode='reflect')``, then
+    ``torch.cat((LH, HL, HH), 1)`` of ``Yh[0][:, :, k]``). The order is that library's (``afb2d`` filters along the
+    width, then the height): band 0 is low-pass along the width and high-pass along the height (horizontal
+    edges), band 1 high-pass along the width and low-pass along the height, band 2 high-pass along both; each
+    detail is ``(first - second) / sqrt(2)`` per axis (pywt's Haar ``dec_hi`` reversed), and even sides need no
+    padding."""
     if x.shape[-1] % 2 or x.shape[-2] % 2:
         raise ValueError(f"haar_details needs even height and width, got {tuple(x.shape[-2:])}")
     a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
     c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
-    return torch.cat([(a - b + c - d) / 2, (a + b - c - d) / 2, (a - b - c + d) / 2], 1)
+    return torch.cat([(a + b - c - d) / 2, (a - b + c - d) / 2, (a - b - c + d) / 2], 1)
 
 
 class BNDiscriminator(nn.Module):
