@@ -411,10 +411,17 @@ def mse(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
     return F.mse_loss(out, batch["gt"])
 
 
+def mse_pm1(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
+    """MSE between the images mapped to [-1, 1] (``2x - 1``), i.e. 4 x :func:`mse`: DiffLoss's release computes its
+    pixel term this way (``mean_flat((output - gt) ** 2)`` with ``output = output * 2 - 1`` and a [-1, 1] target), so
+    its γ=0.001 diffusion term is weighed against this scale, not against the [0, 1] MSE."""
+    return F.mse_loss(out * 2 - 1, batch["gt"] * 2 - 1)
+
+
 def psnr_loss(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
     """NAFNet's PSNR loss: the negative PSNR in dB (images in [0, 1]), i.e. 10*log10(MSE) per image, averaged."""
     mse_i = (out - batch["gt"]).pow(2).flatten(1).mean(1)
     return 10.0 * torch.log10(mse_i + 1e-8).mean()
 
 
-LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "psnr": psnr_loss}
+LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "mse_pm1": mse_pm1, "psnr": psnr_loss}
