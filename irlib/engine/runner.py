@@ -203,7 +203,9 @@ def _term(t: Term, spec: RunSpec, model, fb: FeatureBank, load_run, losses):
         elif negative == "random":
             torch.manual_seed(int(t.get("negative_seed", 99)))
             frozen = build_model(spec, fb)
-        return spn.SPNLoss(model, cfg, embed=fb.vgg(cfg.arch, cfg.layers), negative=negative, frozen_negative=frozen)
+        fresh = (lambda: build_model(spec, fb)) if cfg.init == "release" else None   # the network's own init
+        return spn.SPNLoss(model, cfg, embed=fb.vgg(cfg.arch, cfg.layers), negative=negative, frozen_negative=frozen,
+                           fresh=fresh, seed=spec.seed)
     if t.name == "cr":
         return losses.ContrastiveRegularization(fb.vgg("vgg19"))
     if t.name == "pcl":
