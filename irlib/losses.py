@@ -411,6 +411,12 @@ def mse(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
     return F.mse_loss(out, batch["gt"])
 
 
+def l1_pm1(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
+    """L1 between the images mapped to [-1, 1], i.e. 2 x :func:`l1`: DehazeFormer's release trains on [-1, 1]
+    images (``datasets/loader.py``: ``read_img(...) * 2 - 1``) with ``nn.L1Loss``."""
+    return F.l1_loss(out * 2 - 1, batch["gt"] * 2 - 1)
+
+
 def mse_pm1(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
     """MSE between the images mapped to [-1, 1] (``2x - 1``), i.e. 4 x :func:`mse`: DiffLoss's release computes its
     pixel term this way (``mean_flat((output - gt) ** 2)`` with ``output = output * 2 - 1`` and a [-1, 1] target), so
@@ -424,4 +430,4 @@ def psnr_loss(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
     return 10.0 * torch.log10(mse_i + 1e-8).mean()
 
 
-LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "mse_pm1": mse_pm1, "psnr": psnr_loss}
+LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "mse_pm1": mse_pm1, "l1_pm1": l1_pm1, "psnr": psnr_loss}
