@@ -78,7 +78,8 @@ def _lr_schedule(spec: RunSpec) -> str:
 
 
 def _term(name: str, weight: float) -> str:
-    return f"{weight:g}*{name}{TERM_RANGE.get(name, '')}"
+    r = TERM_RANGE.get(name, "")
+    return f"{weight:g}*{name}{r if r.startswith('[') or not r else f' ({r})'}"
 
 
 def _select(spec: RunSpec) -> str:
@@ -152,7 +153,9 @@ def recipe_columns(costs, runs: Sequence[RunSpec], plans: Sequence = ()) -> "Any
         rows.append({"key": r.key(), **{k: (v if not isinstance(v, list) else "; ".join(map(str, v)))
                                         for k, v in rec.items()},
                      "declared": "; ".join(f"{k}: {why}" for k, why in r.declared)})
-    return costs.merge(pd.DataFrame(rows), on="key", how="left")
+    extra = pd.DataFrame(rows)
+    extra = extra[[c for c in extra.columns if c == "key" or c not in costs.columns]]   # costs' own columns win
+    return costs.merge(extra, on="key", how="left")
 
 
 def matches(spec: RunSpec, match: dict[str, Any]) -> bool:
