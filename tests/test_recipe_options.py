@@ -146,3 +146,20 @@ def test_tiled_forward_matches_idts_release_tiling():
     whole = x * 0.5 + x.mean(dim=(2, 3), keepdim=True) ** 2
     assert not torch.allclose(y, whole, atol=1e-3)    # per-window statistics: tiling changes the result
     assert tile_starts(100, 128, 20) == [0] and tile_starts(128, 128, 20) == [0]
+
+
+def test_skimage_ssim_matches_scikit_image():
+    """PromptIR/TextPromptIR measure SSIM with ``skimage.metrics.structural_similarity`` at its defaults."""
+    from skimage.metrics import structural_similarity
+
+    from irlib.metrics import ssim_uniform
+
+    g = torch.Generator().manual_seed(3)
+    gt = torch.nn.functional.interpolate(torch.rand(1, 3, 9, 11, generator=g), size=(40, 52), mode="bilinear")
+    y = (gt + 0.05 * torch.randn(1, 3, 40, 52, generator=g)).clamp(0, 1)
+    ref = structural_similarity(gt[0].permute(1, 2, 0).double().numpy(), y[0].permute(1, 2, 0).double().numpy(),
+                                data_range=1, channel_axis=2)
+    assert float(ssim_uniform(y, gt)) == pytest.approx(ref, abs=1e-6)
+    m = measure_under(EvalSpec(TSet("offline", "noise25"), ssim="skimage"), y, gt)
+    assert float(m["SSIM"]) == pytest.approx(ref, abs=1e-6)
+    assert abs(float(ssim(y, gt)) - ref) > 1e-3                     # the Gaussian-window SSIM is another number

@@ -296,10 +296,11 @@ def evaluate_run(model: torch.nn.Module, spec: RunSpec, ev: EvalSpec, pairs, fb:
 
 def measure_under(ev: EvalSpec, y: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
     """PSNR/SSIM of output ``y`` against ``gt`` (B, C, H, W in [0, 1]) under ``ev``'s convention: 8-bit
-    quantised output when ``ev.quantize``; SSIM on DehazeFormer's average-pooled images when ``ev.ssim`` says so."""
-    from ..metrics import psnr, ssim
+    quantised output when ``ev.quantize``; SSIM on DehazeFormer's average-pooled images (``ev.ssim="dehazeformer"``)
+    or scikit-image's default uniform-window SSIM (``"skimage"``, PromptIR/TextPromptIR's test code)."""
+    from ..metrics import psnr, ssim, ssim_uniform
 
-    if ev.ssim not in ("", "dehazeformer"):
+    if ev.ssim not in ("", "dehazeformer", "skimage"):
         raise ValueError(f"unknown SSIM convention {ev.ssim!r}")
     if ev.quantize:
         y = (y.clamp(0, 1) * 255.0).round() / 255.0
@@ -307,7 +308,12 @@ def measure_under(ev: EvalSpec, y: torch.Tensor, gt: torch.Tensor) -> dict[str, 
     out = {"PSNR": psnr(y, gt, **kw)}
     if ev.ssim == "dehazeformer":
         y, gt = dehazeformer_ssim_inputs(y, gt)
-    out["SSIM"] = ssim(y, gt, **kw)
+    if ev.ssim == "skimage":
+        if ev.channel != "rgb" or ev.crop:
+            raise ValueError("ssim='skimage' is defined on uncropped RGB images")
+        out["SSIM"] = ssim_uniform(y, gt)
+    else:
+        out["SSIM"] = ssim(y, gt, **kw)
     return out
 
 

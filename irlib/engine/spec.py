@@ -166,7 +166,7 @@ class TestSet:
     synth: str = _recipe_field("")    # as Source.synth
 
 
-SSIM_MODES = ("", "dehazeformer")
+SSIM_MODES = ("", "dehazeformer", "skimage")
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,8 @@ class EvalSpec:
 
     ``quantize``: round the output to the 8-bit grid before measuring (EDSR-PyTorch's ``quantize``, KAIR's
     ``tensor2uint``, results saved as PNG). ``ssim``: ``""`` full size; ``"dehazeformer"`` average-pools both
-    images by ``max(1, round(min(H, W) / 256))`` first (DehazeFormer's test.py). ``tile``/``overlap``: run the
+    images by ``max(1, round(min(H, W) / 256))`` first (DehazeFormer's test.py); ``"skimage"``: scikit-image's default
+    SSIM (7x7 uniform window, sample covariance; PromptIR/TextPromptIR's val_utils). ``tile``/``overlap``: run the
     network on ``tile``-pixel windows overlapping by ``overlap`` and merge them weighted by the inverse distance
     to each window's centre (IDT's test_full_size.py: 128 and 20); 0 = the whole image at once."""
 
