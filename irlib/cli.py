@@ -210,12 +210,13 @@ def _cmd_plan(a) -> int:
     import pandas as pd
 
     from .engine.cost import run_costs
+    from .engine.recipe import recipe_columns
     from .engine.spec import KEY_COLUMNS
 
     plans = _plans(a.only, a.profile, a.seed)
     if a.runs:
         runs = {r.key(): r for p in plans for r in p.runs()}
-        costs = run_costs(list(runs.values()))
+        costs = recipe_columns(run_costs(list(runs.values())), list(runs.values()), plans)
         if a.format == "csv":
             costs.to_csv(sys.stdout, index=False)
         elif a.format == "json":

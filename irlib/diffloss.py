@@ -68,11 +68,14 @@ class DiffLoss(nn.Module):
 
     ``target``: ``'eps'`` (paper's final setting, ablation c), ``'x0'`` (ablation a: constrain x̂0 only) or
     ``'xprev'`` (ablation b: constrain x̂_{t-1} only); λ applies L_sem in every case only for ``'eps'``.
-    ``reduction='mse'`` uses the mean squared difference for the "‖·‖₂" terms (as the L2 pixel loss, and as
-    the public code's ``mean_flat`` of squares); ``'norm'`` uses the Euclidean norm per sample, averaged over
-    the batch. Images in [0,1] are mapped to [-1,1] and resized to ``size`` (the UNet's training resolution).
-    The public code weights the terms 1e-3 (noise) and 1e-6 (h-space) in its total, i.e. γ=0.001 and λ=0.001
-    instead of the paper's λ=0.01; pass ``lam=0.001`` for the release's weighting.
+    ``reduction='mse'`` uses the mean squared difference for the "‖·‖₂" terms (the public code's ``mean_flat``
+    of squares); ``'norm'`` uses the Euclidean norm per sample, averaged over the batch. Images in [0,1] are
+    mapped to [-1,1] and resized to ``size`` (the UNet's training resolution). The public code weights the terms
+    1e-3 (noise) and 1e-6 (h-space) in its total, i.e. γ=0.001 and λ=0.001 instead of the paper's λ=0.01; pass
+    ``lam=0.001`` for the release's weighting. Its pixel term is the MSE on [-1, 1] images, four times the MSE
+    on [0, 1] (``irlib.losses.mse``): γ balances DiffLoss against that scale, so a run with the [0, 1] ``mse``
+    weighs the diffusion terms 4x more than the release at the same γ. ``irlib.losses.mse_pm1`` is the
+    release's pixel term (the DiffLoss plan's ``rec``).
 
     How the frozen UNet is run (all options give the same loss up to float rounding; each is a separate cost
     lever, see ``irlib.bench``):

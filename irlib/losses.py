@@ -177,13 +177,17 @@ class AdversarialLoss(nn.Module):
 def haar_details(x: torch.Tensor) -> torch.Tensor:
     """One-level orthonormal Haar transform of ``x`` (B, C, H, W; H and W even), returning only the three detail
     bands concatenated band-major: (B, 3C, H/2, W/2). PCL-SR's released discriminator reads this (its
-    ``--use_wavelet``, ``pytorch_wavelets.DWTForward(J=1, wave='haar')`` with the LH, HL, HH bands concatenated);
-    the band order and signs here may differ from that library's, which a learned first convolution absorbs."""
+    ``--use_wavelet``: ``pytorch_wavelets.DWTForward(J=1, wave='haar', mode='reflect')``, then
+    ``torch.cat((LH, HL, HH), 1)`` of ``Yh[0][:, :, k]``). The order is that library's (``afb2d`` filters along the
+    width, then the height): band 0 is low-pass along the width and high-pass along the height (horizontal
+    edges), band 1 high-pass along the width and low-pass along the height, band 2 high-pass along both; each
+    detail is ``(first - second) / sqrt(2)`` per axis (pywt's Haar ``dec_hi`` reversed), and even sides need no
+    padding."""
     if x.shape[-1] % 2 or x.shape[-2] % 2:
         raise ValueError(f"haar_details needs even height and width, got {tuple(x.shape[-2:])}")
     a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
     c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
-    return torch.cat([(a - b + c - d) / 2, (a + b - c - d) / 2, (a - b - c + d) / 2], 1)
+    return torch.cat([(a + b - c - d) / 2, (a - b + c - d) / 2, (a - b - c + d) / 2], 1)
 
 
 class BNDiscriminator(nn.Module):
@@ -413,6 +417,19 @@ def mse(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) -> 
     return sum(F.mse_loss(o, batch["gt"]) for o in _stages(out))
 
 
+def l1_pm1(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
+    """L1 between the images mapped to [-1, 1], i.e. 2 x :func:`l1`: DehazeFormer's release trains on [-1, 1]
+    images (``datasets/loader.py``: ``read_img(...) * 2 - 1``) with ``nn.L1Loss``."""
+    return F.l1_loss(out * 2 - 1, batch["gt"] * 2 - 1)
+
+
+def mse_pm1(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
+    """MSE between the images mapped to [-1, 1] (``2x - 1``), i.e. 4 x :func:`mse`: DiffLoss's release computes its
+    pixel term this way (``mean_flat((output - gt) ** 2)`` with ``output = output * 2 - 1`` and a [-1, 1] target), so
+    its γ=0.001 diffusion term is weighed against this scale, not against the [0, 1] MSE."""
+    return F.mse_loss(out * 2 - 1, batch["gt"] * 2 - 1)
+
+
 def psnr_loss(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) -> torch.Tensor:
     """NAFNet's PSNR loss: the negative PSNR in dB (images in [0, 1]), i.e. 10*log10(MSE) per image, averaged."""
     return sum(10.0 * torch.log10((o - batch["gt"]).pow(2).flatten(1).mean(1) + 1e-8).mean() for o in _stages(out))
@@ -454,4 +471,5 @@ def edge(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) ->
     return sum(_charbonnier(laplacian_detail(o), gt) for o in _stages(out))
 
 
-LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "psnr": psnr_loss, "charbonnier": charbonnier, "edge": edge}
+LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "mse_pm1": mse_pm1, "l1_pm1": l1_pm1, "psnr": psnr_loss,
+                               "charbonnier": charbonnier, "edge": edge}

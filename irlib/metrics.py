@@ -107,6 +107,33 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, *, channel: Channel = "rgb", 
     return (num / den).flatten(1).mean(dim=1).float()
 
 
+def ssim_uniform(pred: torch.Tensor, target: torch.Tensor, *, window: int = 7) -> torch.Tensor:
+    """SSIM per image as scikit-image's ``structural_similarity(..., data_range=1, channel_axis=2)`` computes it with
+    its defaults (PromptIR's and TextPromptIR's test code): a ``window``x``window`` uniform window, sample
+    covariances (``N / (N - 1)``), K1=0.01, K2=0.03, the mean over the region the window covers fully, then over
+    the RGB channels. Images in [0, 1], no conversion or crop."""
+    p, t = _as_batch(pred).double(), _as_batch(target).double()
+    if p.shape != t.shape:
+        raise ValueError(f"images differ in shape: {tuple(p.shape)} vs {tuple(t.shape)}")
+    if min(p.shape[-2:]) < window:
+        raise ValueError(f"image {tuple(p.shape[-2:])} is smaller than the {window}x{window} SSIM window")
+    c = p.shape[1]
+    k = torch.full((c, 1, window, window), 1.0 / window ** 2, dtype=p.dtype, device=p.device)
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, k, groups=c)
+
+    n = window ** 2
+    cov = n / (n - 1)
+    mu_p, mu_t = box(p), box(t)
+    s_pp = cov * (box(p * p) - mu_p ** 2)
+    s_tt = cov * (box(t * t) - mu_t ** 2)
+    s_pt = cov * (box(p * t) - mu_p * mu_t)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_p * mu_t + c1) * (2 * s_pt + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (s_pp + s_tt + c2))
+    return s.flatten(2).mean(2).mean(1).float()
+
+
 def measure(pred: torch.Tensor, target: torch.Tensor, **kw) -> dict[str, torch.Tensor]:
     """PSNR and SSIM together, same keyword conventions as :func:`psnr`."""
     return {"PSNR": psnr(pred, target, **kw), "SSIM": ssim(pred, target, **kw)}

@@ -175,7 +175,7 @@ _EDSR = ("sanghyun-son/EDSR-PyTorch src/option.py defaults (EDSR baseline: 16 bl
          "300K steps, halved at 200K; ")
 _DEHAZEFORMER = ("IDKiro/DehazeFormer configs/{exp}/dehazeformer-{v}.json (batch_size {b}, patch_size 256, adamw, "
                  "lr {lr}, epochs {e}) and train.py: torch AdamW defaults (betas (0.9, 0.999), weight decay 0.01), "
-                 "CosineAnnealingLR(T_max=epochs, eta_min=lr*1e-2) stepped once per epoch, L1 (on [-1, 1] images), "
+                 "CosineAnnealingLR(T_max=epochs, eta_min=lr*1e-2) stepped once per epoch, L1 on [-1, 1] images (rec l1_pm1), "
                  "DataLoader drop_last, range(epochs + 1) epochs; {n} pairs // {b} = {it} steps per epoch, x{e1} "
                  "epochs = {s} steps. Not expressed here: mixed-precision autocast{aug}")
 _FFA = ("zhilin007/FFA-Net README training command (--crop_size 240 --bs 2 --lr 0.0001 --steps 500000) and "
@@ -203,7 +203,7 @@ def _dehazeformer(exp: str, variant: str, n: int, batch: int, lr: float, epochs:
     it = iters_per_epoch(n, batch)
     aug = ", only_h_flip augmentation" if exp == "reside6k" else ""
     return Schedule((epochs + 1) * it, batch, 256, lr, optimizer="adamw", weight_decay=0.01, decay="cosine",
-                    eta_min=lr * 1e-2, tick=it, t_max=epochs,
+                    eta_min=lr * 1e-2, tick=it, t_max=epochs, rec="l1_pm1",
                     source=_DEHAZEFORMER.format(exp=exp, v=variant, b=batch, lr=f"{lr:g}", e=epochs, e1=epochs + 1,
                                                 n=f"{n:,}", it=it, s=f"{(epochs + 1) * it:,}", aug=aug))
 

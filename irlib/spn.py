@@ -11,6 +11,7 @@ Cost: :class:`SPNFast` holds the options that make the SPN step cheaper (batched
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -39,6 +40,11 @@ def fresh_init(model: nn.Module, seed: int = 0) -> nn.Module:
     return m
 
 
+def history_seed(seed: int, i: int) -> int:
+    """The seed of history copy ``i`` of a run seeded ``seed`` (63-bit hash: independent of the run's own draws)."""
+    return int.from_bytes(hashlib.sha256(f"spn-history:{int(seed)}:{int(i)}".encode()).digest()[:8], "little") >> 1
+
+
 class HistoryModels(nn.Module):
     """N frozen EMA "history" copies of ``model``, copy i updated every ``steps[i]`` steps with weight ``w``.
 
@@ -47,8 +53,11 @@ class HistoryModels(nn.Module):
     (the model's parameters and buffers at construction). ``"release"`` is what the released code (MCLIR,
     ``SRNegModel_Multi``) does: each copy is a freshly constructed network whose parameters are then blended
     once, ``init_mix * fresh + (1 - init_mix) * θ`` (its configs' ``neg_start: 0.1``), its buffers left at the
-    fresh network's. ``fresh`` builds such a network (e.g. ``lambda: EDSR(4)``); without it :func:`fresh_init`
-    re-initialises a copy of ``model`` (copy i with seed ``seed + i``).
+    fresh network's. ``fresh`` builds such a network (e.g. ``lambda: EDSR(4)``, or the zoo's constructor, so
+    SwinIR's/IDT's truncated-normal Linear weights and position-bias tables are drawn as their constructors draw
+    them); without it :func:`fresh_init` re-initialises a copy of ``model``. Copy i draws from its own seed
+    :func:`history_seed` ``(seed, i)``, a hash, so no copy repeats the draw that made θ when the pipeline seeded
+    the model with ``seed`` (MCLIR's copies are independent networks).
 
     ``update_buffers``: Eq. (1) is stated for the parameters θ; ``True`` (irlib's default) also copies the
     model's buffers (e.g. BatchNorm statistics) into a copy when it is due, ``False`` leaves buffers untouched,
@@ -85,8 +94,8 @@ class HistoryModels(nn.Module):
             with torch.random.fork_rng(devices=[]):
                 fresh_models = []
                 for i in range(n):
-                    torch.manual_seed(seed + i)
-                    fresh_models.append(fresh() if fresh is not None else fresh_init(model, seed + i))
+                    torch.manual_seed(history_seed(seed, i))
+                    fresh_models.append(fresh() if fresh is not None else fresh_init(model, history_seed(seed, i)))
             theta = dict(model.named_parameters())
             copies_p, copies_b = [], []
             for fm in fresh_models:
@@ -232,13 +241,13 @@ class SPNLoss(nn.Module):
     SPN; ``"random"``/``"pretrained"`` freeze the copies (Table 6's alternative negative models), which then
     start as exact copies of ``frozen_negative``. ``fast`` (:class:`SPNFast`) selects the cost options;
     ``batched=True`` is shorthand for ``SPNFast(negatives="vmap")``. ``fresh`` builds a freshly initialised
-    model for ``cfg.init == "release"``.
+    model for ``cfg.init == "release"``; ``seed`` (the run's) seeds the copies through :func:`history_seed`.
     """
 
     def __init__(self, model: nn.Module, cfg: SPNConfig = PAPER, embed: nn.Module | None = None,
                  pretrained: bool = True, batched: bool = False, negative: str = "history",
                  frozen_negative: nn.Module | None = None, fast: SPNFast | None = None,
-                 fresh: Callable[[], nn.Module] | None = None):
+                 fresh: Callable[[], nn.Module] | None = None, seed: int = 0):
         super().__init__()
         self.cfg = cfg
         self.fast = fast or SPNFast(negatives="vmap" if batched else "loop")
@@ -247,7 +256,8 @@ class SPNLoss(nn.Module):
         src = frozen_negative if not history and frozen_negative is not None else model
         self.history = HistoryModels(src, cfg.steps, cfg.w, batched=self.fast.negatives == "vmap",
                                      init=cfg.init if history else "paper", init_mix=cfg.init_mix,
-                                     update_buffers=cfg.update_buffers, fresh=fresh if history else None)
+                                     update_buffers=cfg.update_buffers, fresh=fresh if history else None,
+                                     seed=seed)
         self.negative = negative
         f = self.fast
         self.history.amp = torch.bfloat16 if f.bf16_negatives else None

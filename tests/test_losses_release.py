@@ -53,6 +53,26 @@ def test_haar_details_are_the_orthonormal_detail_bands():
         haar_details(torch.rand(1, 3, 5, 4))
 
 
+def test_haar_details_band_order_is_pytorch_wavelets():
+    """PCL-SR cats DWTForward's ``Yh[0][:, :, 0..2]``: afb2d filters the width first, then the height, so band 0 is
+    (low along width, high along height). Reference: that separable filtering written out with the Haar filters
+    ``lo = (1, 1) / sqrt(2)`` and ``hi = (1, -1) / sqrt(2)`` (dec_hi reversed) applied at even offsets."""
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 6, 8, dtype=torch.float64)
+    r = 2 ** -0.5
+
+    def along(t, dim):          # (lo, hi) of pairs along ``dim``
+        e, o = t.narrow(dim, 0, t.shape[dim]).unfold(dim, 2, 2).unbind(-1)
+        return r * (e + o), r * (e - o)
+
+    lo_w, hi_w = along(x, 3)
+    ref = torch.cat([along(lo_w, 2)[1], along(hi_w, 2)[0], along(hi_w, 2)[1]], 1)
+    assert torch.allclose(haar_details(x), ref)
+    rows = torch.arange(8.).repeat_interleave(1).view(1, 1, 8, 1).expand(1, 3, 8, 8)   # varies along the height only
+    d = haar_details(rows)
+    assert d[:, :3].abs().sum() > 0 and d[:, 3:].abs().sum() == 0   # only band 0 (horizontal edges) responds
+
+
 @pytest.mark.parametrize("wavelet,size", [(True, 16), (False, 32)])
 def test_release_discriminator_has_8_batchnorm_blocks_with_the_released_widths(wavelet, size):
     d = BNDiscriminator(wavelet=wavelet)

@@ -71,7 +71,7 @@ def test_with_diffloss_is_the_baseline_plus_the_paper_term_only(full):
         dl = [t for t in v.terms if t.name == "diffloss"]
         assert len(dl) == 1 and dl[0].weight == 0.001 and dict(dl[0].kw) == {"lam": 0.01, "target": "eps"}
         assert dataclasses.replace(v, terms=tuple(t for t in v.terms if t.name != "diffloss")) == b
-        assert [t.name for t in b.terms] == ["mse"] and b.schedule.rec == "mse"
+        assert [t.name for t in b.terms] == ["mse_pm1"] and b.schedule.rec == "mse_pm1"   # the release's [-1, 1] L2
         assert (b.schedule.steps, b.schedule.batch, b.schedule.patch, b.schedule.lr) == (40_000, 4, 256, 1e-4)
         assert m.baseline_label == b.net and v.label == f"w/ DiffLoss ({b.net})"
 
@@ -86,7 +86,7 @@ def test_table3_4_and_fig7_selection_and_targets(full):
     assert [t.name for t in t3["L1 Loss (MSBDN)"].runs[0].terms] == ["l1"]
     assert [t.name for t in t3["Perceptual Loss (MSBDN)"].runs[0].terms] == ["l1", "perceptual"]
     assert [t.name for t in t3["Adversarial Loss (MSBDN)"].runs[0].terms] == ["l1", "adversarial"]
-    assert [t.name for t in t3["DiffLoss (MSBDN)"].runs[0].terms] == ["mse", "diffloss"]
+    assert [t.name for t in t3["DiffLoss (MSBDN)"].runs[0].terms] == ["mse_pm1", "diffloss"]
     assert all(m.baseline_label == "L1 Loss (MSBDN)" for k, m in t3.items() if k != "L1 Loss (MSBDN)")
     t4 = {r.key.method: r.source.runs[0] for r in _measures(full, "Table 4")}
     targets = {k: dict(next(t for t in r.terms if t.name == "diffloss").kw)["target"] for k, r in t4.items()}
@@ -137,7 +137,7 @@ def test_rehearsal_and_smoke_profiles(full):
     assert _term(terms[0], capped, None, fb, None, losses).size == 16
     smoke = plan.build("diffloss", "smoke")
     assert len(smoke.runs()) == 16 and all(r.size == "tiny" for r in smoke.runs())
-    assert {t.name for r in smoke.runs() for t in r.terms} == {"mse", "l1", "perceptual", "adversarial", "diffloss"}
+    assert {t.name for r in smoke.runs() for t in r.terms} == {"mse_pm1", "l1", "perceptual", "adversarial", "diffloss"}
     assert dict(next(s for s in smoke.studies() if s.name == "cub-top1").kw)["tasks"] == ("rain", "lowlight")
 
 
@@ -189,3 +189,16 @@ def test_rehearsal_of_the_iat_pair_end_to_end(tmp_path):
                         FeatureBank("random", "full"), "rehearse")
     (png,) = draw(spec, ctx)
     assert png.is_file() and png.with_suffix(".json").is_file()
+
+
+def test_pixel_l2_is_on_the_releases_minus_one_to_one_scale():
+    """DiffLoss's release: ``output * 2 - 1`` against a [-1, 1] target, ``mean_flat((output - gt) ** 2)``."""
+    import torch
+
+    from irlib.losses import LOSSES
+
+    g = torch.Generator().manual_seed(0)
+    out, gt = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
+    ref = ((out * 2 - 1) - (gt * 2 - 1)).pow(2).flatten(1).mean(1).mean()
+    assert torch.allclose(LOSSES["mse_pm1"](out, {"gt": gt}), ref)
+    assert torch.allclose(LOSSES["mse_pm1"](out, {"gt": gt}), 4 * LOSSES["mse"](out, {"gt": gt}))

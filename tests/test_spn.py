@@ -212,3 +212,47 @@ def test_training_follows_the_eager_path_on_every_fast_path():
         rel_spn = abs(log["spn"][1:].mean() / ref_log["spn"][1:].mean() - 1)
         assert rel < 0.01 and rel_spn < 0.01, (name, rel, rel_spn)
         assert (w - ref_w).norm() < 0.1 * moved, (name, float((w - ref_w).norm()), float(moved))
+
+
+def test_release_copies_are_independent_draws_not_theta():
+    """The pipeline seeds the model with the run's seed; copy i must not repeat that draw (MCLIR's copies are
+    independent networks)."""
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = EDSR(2, 8, 1)
+        h = spn.HistoryModels(m, steps=(1, 2, 3), init="release", init_mix=1.0, seed=seed)
+        for name, p in m.named_parameters():
+            if p.dim() > 1:
+                s = h._stacked("p_")[name]
+                assert all(not torch.allclose(s[i], p) for i in range(3)), (seed, name)
+                assert not torch.allclose(s[0], s[1]) and not torch.allclose(s[1], s[2])
+    assert len({spn.history_seed(0, i) for i in range(4)} | {spn.history_seed(1, i) for i in range(4)}) == 8
+
+
+def test_release_copies_of_a_plan_run_get_the_networks_own_init():
+    """Through the plan's term builder: SwinIR's position-bias tables and trunc-normal(0.02) Linear weights are
+    drawn by its constructor; re-running ``reset_parameters`` alone would leave the tables at θ's values."""
+    from irlib.engine.features import FeatureBank
+    from irlib.engine.runner import _term, build_model
+    from irlib.engine.spec import RunSpec, Source, Term
+    from irlib import losses
+    from irlib.schedules import Schedule
+
+    term = Term("spn", -1e-3, (("preset", "public_code"),))
+    spec = RunSpec("spn", "SwinIR-light", (Source("offline", "srx4"),), (Term("l1"), term), Schedule(4, 2, 64, 1e-4),
+                   net_kw=(("scale", 4),), size="tiny", weights="random")
+    fb = FeatureBank("random", "tiny")
+    torch.manual_seed(spec.seed)
+    model = build_model(spec, fb)
+    loss = _term(term, spec, model, fb, None, losses)
+    h = loss.history
+    stacked = h._stacked("p_")
+    tables = [k for k in stacked if k.endswith("relative_position_bias_table")]
+    assert tables
+    theta = dict(model.named_parameters())
+    for k in tables:   # 0.1 * fresh + 0.9 * theta with a fresh table of its own (not theta's)
+        assert not torch.allclose(stacked[k][0], theta[k])
+    lin = next(k for k, mod in model.named_modules() if isinstance(mod, torch.nn.Linear) and mod.weight.shape[0] >= 16)
+    fresh_w = (stacked[lin + ".weight"][0] - 0.9 * theta[lin + ".weight"]) / 0.1
+    bound = 1 / fresh_w.shape[1] ** 0.5                      # reset_parameters' kaiming-uniform bound
+    assert float(fresh_w.std()) == pytest.approx(0.02, rel=0.3) and 0.02 < bound / 3 ** 0.5 * 0.7   # trunc_normal_(0.02)

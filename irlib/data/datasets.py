@@ -142,6 +142,39 @@ def _crop_origin(img: torch.Tensor, patch: int, g: torch.Generator) -> tuple[int
     return int(torch.randint(h - patch + 1, (1,), generator=g)), int(torch.randint(w - patch + 1, (1,), generator=g))
 
 
+AUGMENTS = ("", "none", "hflip", "flips", "idt", "dihedral8", "dihedral7")
+
+
+def draw_augment(kind: str, g: torch.Generator) -> int:
+    """The dihedral orientation ``m`` (0..7, see :func:`dihedral`) one sample gets under augmentation ``kind``:
+    ``none`` 0; ``hflip`` 0 or 1 (EDSR-style horizontal flip only, DehazeFormer's only_h_flip); ``flips`` one of
+    {0, 1, 4, 5} (independent horizontal and vertical flips); ``idt`` IDT's ``random.randint(0, 3)``: the
+    identity with probability 1/2, a vertical or a horizontal flip with 1/4 each; ``dihedral8`` any of the 8 (flips and 90-degree
+    rotations: EDSR-PyTorch, KAIR/BasicSR, NAFNet, FFA-Net, DehazeFormer); ``dihedral7`` any but the identity
+    (PromptIR/TextPromptIR's ``random_augmentation``: ``random.randint(1, 7)``)."""
+    if kind == "none":
+        return 0
+    if kind == "hflip":
+        return int(torch.randint(2, (1,), generator=g))
+    if kind == "flips":
+        return (0, 1, 4, 5)[int(torch.randint(4, (1,), generator=g))]
+    if kind == "idt":
+        return (0, 5, 1, 0)[int(torch.randint(4, (1,), generator=g))]
+    if kind == "dihedral8":
+        return int(torch.randint(8, (1,), generator=g))
+    if kind == "dihedral7":
+        return 1 + int(torch.randint(7, (1,), generator=g))
+    raise ValueError(f"augment must be one of {AUGMENTS[1:]}, got {kind!r}")
+
+
+def dihedral(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Orientation ``m`` of a (..., H, W) image: a horizontal flip when ``m`` is odd, then ``m // 2`` quarter turns
+    (``torch.rot90`` on the last two axes). ``m = 4`` is a half turn, so {0, 1, 4, 5} are the four flips."""
+    if m & 1:
+        x = x.flip(-1)
+    return torch.rot90(x, m // 2, (-2, -1)) if m // 2 else x
+
+
 @dataclass
 class PatchBatches:
     """Random crops of clean images, degraded on the fly: ``batches(step) -> {'lq', 'gt', 'task'}``.
@@ -157,6 +190,8 @@ class PatchBatches:
     seed: int = 0
     flip: bool = True
     rank: int = 0
+    augment: str = ""        # one of AUGMENTS; "" = ``flip``'s original rule (random h and v flips)
+    synth: str = ""          # "" float degradation, "uint8" on the 8-bit grid (see irlib.data.degrade.degrade)
 
     def __call__(self, step: int) -> dict:
         g = _step_generator(self.seed, step, self.rank)
@@ -165,13 +200,15 @@ class PatchBatches:
             img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
             i, j = _crop_origin(img, self.patch, g)
             p = as_float(img[:, i:i + self.patch, j:j + self.patch])
-            if self.flip:
+            if self.augment:
+                p = dihedral(p, draw_augment(self.augment, g))
+            elif self.flip:
                 if torch.rand((), generator=g) < 0.5:
                     p = p.flip(-1)
                 if torch.rand((), generator=g) < 0.5:
                     p = p.flip(-2)
             task = self.tasks[int(torch.randint(len(self.tasks), (1,), generator=g))]
-            lq.append(degrade(p[None], task, g)[0])
+            lq.append(degrade(p[None], task, g, synth=self.synth)[0])
             gt.append(p)
             tasks.append(task)
         return {"lq": torch.stack(lq), "gt": torch.stack(gt), "task": tasks}
@@ -192,6 +229,7 @@ class PairedPatches:
     scale: int = 1
     flip: bool = True
     rank: int = 0
+    augment: str = ""        # one of AUGMENTS; "" = ``flip``'s original rule (a random horizontal flip)
 
     def __call__(self, step: int) -> dict:
         g = _step_generator(self.seed, step, self.rank)
@@ -202,19 +240,24 @@ class PairedPatches:
             i, j = _crop_origin(a, lp, g)
             pa = as_float(a[:, i:i + lp, j:j + lp])
             pb = as_float(b[:, i * self.scale:(i + lp) * self.scale, j * self.scale:(j + lp) * self.scale])
-            if self.flip and torch.rand((), generator=g) < 0.5:
+            if self.augment:
+                m = draw_augment(self.augment, g)
+                pa, pb = dihedral(pa, m), dihedral(pb, m)
+            elif self.flip and torch.rand((), generator=g) < 0.5:
                 pa, pb = pa.flip(-1), pb.flip(-1)
             lq.append(pa)
             gt.append(pb)
         return {"lq": torch.stack(lq), "gt": torch.stack(gt), "task": [self.task] * self.batch_size}
 
 
-def make_test_pairs(images: Sequence[torch.Tensor], task: str, seed: int = 1234) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Fixed (lq, gt) test pairs: each clean image degraded once with a seed derived from its index."""
+def make_test_pairs(images: Sequence[torch.Tensor], task: str, seed: int = 1234,
+                    synth: str = "") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed (lq, gt) test pairs: each clean image degraded once with a seed derived from its index
+    (``synth`` as in :func:`irlib.data.degrade.degrade`)."""
     pairs = []
     for k, img in enumerate(images):
         g = _step_generator(seed, k)
-        pairs.append((degrade(img[None], task, g)[0], img))
+        pairs.append((degrade(img[None], task, g, synth=synth)[0], img))
     return pairs
 
 

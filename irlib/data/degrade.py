@@ -32,13 +32,29 @@ def _rand(shape, g: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     return torch.rand(shape, generator=g, device=g.device, dtype=torch.float32).to(like.device, like.dtype)
 
 
-def add_noise(x: torch.Tensor, sigma: float, g: Gen = None, clip: bool = False) -> torch.Tensor:
+SYNTHS = ("", "uint8")
+
+
+def add_noise(x: torch.Tensor, sigma: float, g: Gen = None, clip: bool = False, quantize: bool = False) -> torch.Tensor:
     """Additive white Gaussian noise with standard deviation ``sigma`` on the 0..255 scale.
 
-    Denoising benchmarks (CBSD68, Urban100) keep the noisy values unclipped; ``clip=True`` clips.
+    By default the noisy values stay float and unclipped (irlib's original rule, the common synthetic-denoising
+    convention of e.g. DnCNN/Restormer test code); ``clip=True`` clips to [0, 1]. ``quantize=True`` does what
+    PromptIR's and TextPromptIR's releases do in training and test (``np.clip(clean + noise * sigma, 0, 255)
+    .astype(np.uint8)``): clip to [0, 255] and truncate to an integer, so the noisy image lies on the 8-bit grid.
+    The same normal draws are used in every mode.
     """
-    y = x + _randn(x.shape, _gen(g), x) * (sigma / 255.0)
+    n = _randn(x.shape, _gen(g), x)
+    if quantize:
+        y = (x.double() * 255.0 + n.double() * float(sigma)).clamp(0, 255).floor() / 255.0
+        return y.to(x.dtype)
+    y = x + n * (sigma / 255.0)
     return y.clamp(0, 1) if clip else y
+
+
+def to_uint8_grid(x: torch.Tensor) -> torch.Tensor:
+    """Clip to [0, 1] and truncate to the 8-bit grid (numpy ``astype(np.uint8)`` of a 0..255 image)."""
+    return ((x.double().clamp(0, 1) * 255.0 + 1e-6).floor().clamp(0, 255) / 255.0).to(x.dtype)
 
 
 def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
@@ -141,12 +157,17 @@ DEGRADATIONS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
-def degrade(x: torch.Tensor, task: str, g: Gen = None, **kw) -> torch.Tensor:
-    """Apply one named degradation. ``task`` in noise15/noise25/noise50, rain, haze, blur, lowlight, srx2/3/4."""
+def degrade(x: torch.Tensor, task: str, g: Gen = None, synth: str = "", **kw) -> torch.Tensor:
+    """Apply one named degradation. ``task`` in noise15/noise25/noise50, rain, haze, blur, lowlight, srx2/3/4.
+    ``synth="uint8"`` stores the result on the 8-bit grid, clipped and truncated (noise: see :func:`add_noise`)."""
+    if synth not in SYNTHS:
+        raise ValueError(f"synth must be one of {SYNTHS}, got {synth!r}")
+    if synth == "uint8" and not task.startswith("noise"):
+        return to_uint8_grid(degrade(x, task, g, **kw))
     gen = _gen(g)
     if task.startswith("noise"):
         sigma = float(kw.pop("sigma", task[5:] or 25))
-        return add_noise(x, sigma, gen, **kw)
+        return add_noise(x, sigma, gen, quantize=synth == "uint8", **kw)
     if task.startswith("srx"):
         return bicubic_down(x, int(task[3:]))
     if task == "blur":

@@ -237,27 +237,32 @@ class Builder:
     def data(self, ref: str) -> str:
         return "offline" if self.P.offline else ref
 
-    def testset(self, ref: str, task: str = "", seed: int = 1234) -> TestSet:
-        return TestSet(self.data(ref), task, seed, self.P.limits.images if self.P.limits else None)
+    def testset(self, ref: str, task: str = "", seed: int = 1234, synth: str = "") -> TestSet:
+        return TestSet(self.data(ref), task, seed, self.P.limits.images if self.P.limits else None, synth=synth)
 
     def schedule(self, s: Schedule) -> Schedule:
         return self.P.smoke_schedule if self.P.smoke_schedule is not None else s
 
     def run(self, net: str, *, train: Sequence[tuple[str, str]], schedule: Schedule, terms: Sequence[Term] = (),
             net_kw: dict | None = None, forward: str = "", label: str = "", select: dict | None = None,
-            seed: int = 0, text_encoder: str | None = None) -> RunSpec:
+            seed: int = 0, text_encoder: str | None = None, augment: str = "", synth: str = "",
+            declared: dict[str, str] | None = None) -> RunSpec:
         """A run of ``net`` (seed ``seed``); ``train`` is ``[(data reference, task), …]``, optionally
         ``(data reference, task, subset size, weight)``: a fixed random subset of a large set, and the source's
-        share of the batches when several are mixed."""
+        share of the batches when several are mixed. ``augment`` (:data:`irlib.data.datasets.AUGMENTS`) and
+        ``synth`` (how synthetic noise is stored, for the noise sources) are recipe options; ``declared`` maps a recipe dimension
+        where the plan departs from the release on purpose to the reason (see :mod:`irlib.engine.recipe`)."""
         sched = self.schedule(schedule)
         rec = (Term(sched.rec),) if not any(t.name == sched.rec for t in terms) else ()
         return RunSpec(
             paper=self.paper, net=net, terms=rec + tuple(terms),
             train=tuple(Source(self.data(d[0]), d[1], None if self.P.offline or len(d) < 3 else d[2],
-                               d[3] if len(d) > 3 else None) for d in train),
+                               d[3] if len(d) > 3 else None, synth=synth if d[1].startswith("noise") else "")
+                  for d in train),
             schedule=sched, seed=self.base_seed + seed, net_kw=freeze(net_kw), size=self.P.size, weights=self.P.weights,
             forward=forward, text_encoder=(self.P.text_encoder if text_encoder is None else text_encoder) if forward == "text" else "",
-            select=freeze(select), limits=self.P.limits, label=label or net)
+            select=freeze(select), limits=self.P.limits, label=label or net, augment=augment,
+            declared=tuple(sorted((declared or {}).items())))
 
     def seeds(self, run: RunSpec, n: int | None = None) -> tuple[RunSpec, ...]:
         """``run`` replicated over the profile's seeds (or ``n``)."""

@@ -59,7 +59,7 @@ def step_seconds(run: RunSpec, table: pd.DataFrame | None = None) -> tuple[float
     for m in MEASURED:
         if m.net != run.net or (m.scale is not None and kw.get("scale") != m.scale):
             continue
-        extra = names - {"l1", "mse", "psnr", "spn"}
+        extra = names - {"l1", "l1_pm1", "mse", "mse_pm1", "psnr", "spn"}
         if extra:
             return None, f"no measurement of {run.net} with {', '.join(sorted(extra))}"
         variant = m.spn if "spn" in names else m.plain

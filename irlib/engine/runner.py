@@ -72,7 +72,7 @@ def training_batches(spec: RunSpec, data_root: str, sched: Schedule) -> Callable
     consecutive clean-image sources with the same task are pooled into one image set (a combined dataset)."""
     sources, weights = [], []
     for src in spec.train:
-        s = _one_source(src, data_root, sched, spec.seed)
+        s = _one_source(src, data_root, sched, spec.seed, spec.augment)
         prev = sources[-1] if sources else None
         if isinstance(s, PatchBatches) and isinstance(prev, PatchBatches) and tuple(prev.tasks) == tuple(s.tasks):
             prev.images = _Pooled([prev.images, s.images])   # consecutive clean sources of one task: one pooled
@@ -91,12 +91,13 @@ def training_batches(spec: RunSpec, data_root: str, sched: Schedule) -> Callable
 EAGER_LIMIT = 2000   # training sets up to this many images are decoded once into memory (uint8); larger ones lazily
 
 
-def _one_source(src: Source, data_root: str, sched: Schedule, seed: int):
+def _one_source(src: Source, data_root: str, sched: Schedule, seed: int, augment: str = ""):
     from ..data.splits import LazyPairs, image_size, split_files, subset_files
 
     if src.dataset == OFFLINE:
         train, _ = split_samples(OFFLINE_SIDE, n_test=3)
-        return PatchBatches(train, sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed)
+        return PatchBatches(train, sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed,
+                            augment=augment, synth=src.synth)
     sp = get_split(src.dataset)
     files = subset_files(split_files(data_root, src.dataset), src.subset)
     probe = files if len(files) <= EAGER_LIMIT else subset_files(files, 200, seed=1)
@@ -110,8 +111,9 @@ def _one_source(src: Source, data_root: str, sched: Schedule, seed: int):
     else:
         data = LazyPairs(files, src.dataset, sp.scale)
     if sp.paired:
-        return PairedPatches(data, sched.patch, sched.batch, task=src.task, seed=seed, scale=sp.scale)
-    return PatchBatches(_GtOnly(data), sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed)
+        return PairedPatches(data, sched.patch, sched.batch, task=src.task, seed=seed, scale=sp.scale, augment=augment)
+    return PatchBatches(_GtOnly(data), sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed,
+                        augment=augment, synth=src.synth)
 
 
 class _Pooled:
@@ -149,7 +151,7 @@ def test_pairs(ts: TestSet, data_root: str) -> list[tuple[torch.Tensor, torch.Te
     images degraded by ``task`` with the test set's seed (SR: cropped to a multiple of the scale first)."""
     if ts.dataset == OFFLINE:
         _, test = split_samples(OFFLINE_SIDE, n_test=3)
-        return make_test_pairs(test[: ts.limit], ts.task or "noise25", ts.seed)
+        return make_test_pairs(test[: ts.limit], ts.task or "noise25", ts.seed, synth=ts.synth)
     sp = get_split(ts.dataset)
     data = load_split(data_root, ts.dataset, limit=ts.limit)
     if sp.paired:  # real pairs: ``task`` only labels them (TextPromptIR's instruction)
@@ -158,7 +160,7 @@ def test_pairs(ts: TestSet, data_root: str) -> list[tuple[torch.Tensor, torch.Te
         raise ValueError(f"{ts.dataset} holds clean images only: give the degradation task to test on")
     s = _scale_of(ts.task)
     imgs = [gt[:, : gt.shape[1] // s * s, : gt.shape[2] // s * s] for _, gt in data]
-    return make_test_pairs(imgs, ts.task, ts.seed)
+    return make_test_pairs(imgs, ts.task, ts.seed, synth=ts.synth)
 
 
 def apply_task(x: torch.Tensor, task: str, seed: int) -> torch.Tensor:
@@ -201,7 +203,9 @@ def _term(t: Term, spec: RunSpec, model, fb: FeatureBank, load_run, losses):
         elif negative == "random":
             torch.manual_seed(int(t.get("negative_seed", 99)))
             frozen = build_model(spec, fb)
-        return spn.SPNLoss(model, cfg, embed=fb.vgg(cfg.arch, cfg.layers), negative=negative, frozen_negative=frozen)
+        fresh = (lambda: build_model(spec, fb)) if cfg.init == "release" else None   # the network's own init
+        return spn.SPNLoss(model, cfg, embed=fb.vgg(cfg.arch, cfg.layers), negative=negative, frozen_negative=frozen,
+                           fresh=fresh, seed=spec.seed)
     if t.name == "cr":
         return losses.ContrastiveRegularization(fb.vgg("vgg19"))
     if t.name == "pcl":
@@ -257,7 +261,7 @@ def evaluate_run(model: torch.nn.Module, spec: RunSpec, ev: EvalSpec, pairs, fb:
                  device: str = "cpu") -> dict:
     """Per-image metrics of ``model`` on ``pairs`` under ``ev``'s convention, plus dataset-level ones (FID).
     Returns ``{"per_image": {metric: [..]}, "dataset": {metric: value}, "n": N}``."""
-    from ..metrics import frechet_distance, inception_features, lpips, measure
+    from ..metrics import frechet_distance, inception_features, lpips
     from ..train import padded_forward
 
     model.eval().to(device)
@@ -267,8 +271,12 @@ def evaluate_run(model: torch.nn.Module, spec: RunSpec, ev: EvalSpec, pairs, fb:
     outs, gts = [], []
     for k, (lq, gt) in enumerate(pairs):
         run = (lambda x, k=k: fwd(model, {"lq": x, "index": k})) if fwd else model
-        y = padded_forward(run, lq[None].to(device), pad, gt.shape[-2:]).clamp(0, 1).float().cpu()
-        m = measure(y, gt[None], channel=ev.channel, crop_border=ev.crop)
+        if ev.tile:
+            y = tiled_forward(lambda x, run=run: padded_forward(run, x, pad), lq[None].to(device), ev.tile,
+                              ev.overlap).clamp(0, 1).float().cpu()
+        else:
+            y = padded_forward(run, lq[None].to(device), pad, gt.shape[-2:]).clamp(0, 1).float().cpu()
+        m = measure_under(ev, y, gt[None])
         for name in ("PSNR", "SSIM"):
             if name in per:
                 per[name].append(float(m[name][0]))
@@ -284,6 +292,76 @@ def evaluate_run(model: torch.nn.Module, spec: RunSpec, ev: EvalSpec, pairs, fb:
         dataset["FID"] = frechet_distance(inception_features(crop(outs), fb.pretrained),
                                           inception_features(crop(gts), fb.pretrained))
     return {"per_image": per, "dataset": dataset, "n": len(pairs)}
+
+
+def measure_under(ev: EvalSpec, y: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """PSNR/SSIM of output ``y`` against ``gt`` (B, C, H, W in [0, 1]) under ``ev``'s convention: 8-bit
+    quantised output when ``ev.quantize``; SSIM on DehazeFormer's average-pooled images (``ev.ssim="dehazeformer"``)
+    or scikit-image's default uniform-window SSIM (``"skimage"``, PromptIR/TextPromptIR's test code)."""
+    from ..metrics import psnr, ssim, ssim_uniform
+
+    if ev.ssim not in ("", "dehazeformer", "skimage"):
+        raise ValueError(f"unknown SSIM convention {ev.ssim!r}")
+    if ev.quantize:
+        y = (y.clamp(0, 1) * 255.0).round() / 255.0
+    kw = dict(channel=ev.channel, crop_border=ev.crop)
+    out = {"PSNR": psnr(y, gt, **kw)}
+    if ev.ssim == "dehazeformer":
+        y, gt = dehazeformer_ssim_inputs(y, gt)
+    if ev.ssim == "skimage":
+        if ev.channel != "rgb" or ev.crop:
+            raise ValueError("ssim='skimage' is defined on uncropped RGB images")
+        out["SSIM"] = ssim_uniform(y, gt)
+    else:
+        out["SSIM"] = ssim(y, gt, **kw)
+    return out
+
+
+def dehazeformer_ssim_inputs(y: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DehazeFormer's test.py measures SSIM after ``F.adaptive_avg_pool2d`` to ``(int(H / r), int(W / r))`` with
+    ``r = max(1, round(min(H, W) / 256))`` (about half size on SOTS's 460x620 frames)."""
+    h, w = y.shape[-2:]
+    r = max(1, round(min(h, w) / 256))
+    size = (int(h / r), int(w / r))
+    pool = torch.nn.functional.adaptive_avg_pool2d
+    return pool(y, size), pool(gt, size)
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Window origins along one axis of length ``n``: every ``tile - overlap`` pixels, the last window flush
+    with the end (IDT's ``splitimage``); one window at 0 when the axis is no longer than ``tile``."""
+    if n <= tile:
+        return [0]
+    starts = list(range(0, n, tile - overlap))
+    while starts[-1] + tile >= n:
+        starts.pop()
+    return starts + [n - tile]
+
+
+def tile_score(tile: int) -> torch.Tensor:
+    """IDT's merge weights: ``1 / sqrt((h - tile/2)^2 + (w - tile/2)^2 + 1e-3)`` over a window."""
+    r = torch.arange(tile, dtype=torch.float32) - tile / 2
+    return 1.0 / torch.sqrt(r[:, None] ** 2 + r[None, :] ** 2 + 1e-3)
+
+
+def tiled_forward(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """``run`` applied to overlapping ``tile``-pixel windows of ``x`` (B, C, H, W), merged with the
+    :func:`tile_score` weights (IDT's full-size test). A side shorter than ``tile`` is one window of the whole
+    side (the network pads it)."""
+    b, _, h, w = x.shape
+    th, tw = min(tile, h), min(tile, w)
+    hs, ws = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    score = tile_score(tile)[:th, :tw].to(x.device)
+    out = tot = None
+    for i in hs:
+        for j in ws:
+            y = run(x[..., i:i + th, j:j + tw])
+            if out is None:
+                out = torch.zeros(b, y.shape[1], h, w, device=x.device, dtype=y.dtype)
+                tot = torch.zeros(1, 1, h, w, device=x.device, dtype=y.dtype)
+            out[..., i:i + th, j:j + tw] += score * y
+            tot[..., i:i + th, j:j + tw] += score
+    return out / tot
 
 
 def metric_frame(result: dict) -> pd.DataFrame:

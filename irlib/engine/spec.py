@@ -43,9 +43,19 @@ def freeze(kw: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> tuple[tu
     return tuple(sorted((k, fz(v)) for k, v in items))
 
 
+OMIT_DEFAULT = {"omit_default": True}   # field metadata: left out of the key while at its default
+
+
+def _recipe_field(default: Any) -> Any:
+    """A recipe option added after runs were stored: at its default it is left out of the key, so existing
+    runs keep their keys and only runs whose recipe really changes get new ones."""
+    return field(default=default, metadata=OMIT_DEFAULT)
+
+
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.compare}
+        out = {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.compare
+               and not (f.metadata.get("omit_default") and getattr(obj, f.name) == f.default)}
         out["__type__"] = type(obj).__name__
         return out
     if isinstance(obj, (tuple, list)):
@@ -82,12 +92,16 @@ class Source:
     offline photos) and ``task`` the degradation applied to clean images (``noise25``, ``srx4``, ``rain``…) or,
     for real pairs, the label the batch carries (TextPromptIR picks its instruction from it). ``subset`` keeps
     a fixed, seeded random subset of that many images (a paper's unpublished subset, e.g. "4,000 OTS images");
-    ``weight`` is the source's share of the batches when several are mixed (``None``: equal turns)."""
+    ``weight`` is the source's share of the batches when several are mixed (``None``: equal turns).
+    ``synth`` is how a clean image's degradation is stored: ``""`` float, unclipped (irlib's original rule),
+    ``"uint8"`` clipped to [0, 255] and cast to uint8 by truncation (numpy ``astype``), as PromptIR/TextPromptIR's
+    releases synthesise noise."""
 
     dataset: str
     task: str
     subset: int | None = None
     weight: float | None = None
+    synth: str = _recipe_field("")
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,11 @@ class RunSpec:
     text_encoder: str = ""                  # encoder for forward="text": hub id, local folder, or "task-bert:<base>"
     select: tuple[tuple[str, Any], ...] = ()  # () = final weights; (("best_every", n), ("on", TestSet)) = best
     limits: Limits | None = None
+    # training augmentation, one of irlib.data.datasets.AUGMENTS; "" = irlib's original rule (paired: random
+    # horizontal flip; clean images: random horizontal and vertical flips)
+    augment: str = _recipe_field("")
+    # numbers the plan states on purpose where they differ from the release's recipe fixture: dimension -> reason
+    declared: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     label: str = field(default="", compare=False)   # human label, e.g. "EDSR-light+SPN x4"
 
     def key(self) -> str:
@@ -150,19 +169,34 @@ class TestSet:
     task: str = ""
     seed: int = 1234
     limit: int | None = None
+    synth: str = _recipe_field("")    # as Source.synth
+
+
+SSIM_MODES = ("", "dehazeformer", "skimage")
 
 
 @dataclass(frozen=True)
 class EvalSpec:
     """How a run is measured on a test set. ``channel``/``crop`` follow the field's convention (SR: ``y`` and
     crop = scale; deraining: ``y``; dehazing/deblurring/denoising: ``rgb``); ``forward`` ``tlc`` evaluates
-    NAFNet with test-time local statistics as its release does; ``metrics`` beyond PSNR/SSIM: LPIPS, FID."""
+    NAFNet with test-time local statistics as its release does; ``metrics`` beyond PSNR/SSIM: LPIPS, FID.
+
+    ``quantize``: round the output to the 8-bit grid before measuring (EDSR-PyTorch's ``quantize``, KAIR's
+    ``tensor2uint``, results saved as PNG). ``ssim``: ``""`` full size; ``"dehazeformer"`` average-pools both
+    images by ``max(1, round(min(H, W) / 256))`` first (DehazeFormer's test.py); ``"skimage"``: scikit-image's default
+    SSIM (7x7 uniform window, sample covariance; PromptIR/TextPromptIR's val_utils). ``tile``/``overlap``: run the
+    network on ``tile``-pixel windows overlapping by ``overlap`` and merge them weighted by the inverse distance
+    to each window's centre (IDT's test_full_size.py: 128 and 20); 0 = the whole image at once."""
 
     testset: TestSet
     channel: str = "rgb"
     crop: int = 0
     forward: str = ""
     metrics: tuple[str, ...] = ("PSNR", "SSIM")
+    quantize: bool = _recipe_field(False)
+    ssim: str = _recipe_field("")
+    tile: int = _recipe_field(0)
+    overlap: int = _recipe_field(0)
 
     def key(self) -> str:
         return digest(self)

@@ -1,0 +1,82 @@
+"""Every run of the full plan whose training context has a recipe fixture (tests/fixtures/recipes/<context>.json:
+the release's value of each recipe dimension, with its source) has that recipe, or the plan declares the
+difference with its reason (``RunSpec.declared``). An undeclared difference, or a declaration of a difference
+that no longer exists, fails."""
+import json
+from pathlib import Path
+
+import pytest
+
+from irlib import plan
+from irlib.engine.recipe import DIMENSIONS, differences, matches, recipe
+
+FIX = Path(__file__).parent / "fixtures" / "recipes"
+FIXTURES = sorted(p for p in FIX.glob("*.json") if "dimensions" in json.loads(p.read_text()))
+
+
+@pytest.fixture(scope="module")
+def full():
+    plans = {p: plan.build(p, "full") for p in ("spn", "textpromptir", "diffloss")}
+    evals = {}
+    for p in plans.values():
+        for k, lst in p.evals().items():
+            evals.setdefault(k, []).extend(lst)
+    return plans, evals
+
+
+def test_fixtures_name_a_source_for_every_value():
+    assert len(FIXTURES) >= 15
+    for path in FIXTURES:
+        f = json.loads(path.read_text())
+        assert f["release"]["repo"] and f["match"]["net"], path.name
+        for d, v in f["dimensions"].items():
+            assert d in DIMENSIONS, (path.name, d)
+            s = v["source"]
+            assert s["repo"] and s["file"] and ("line" in s or "at" in s), (path.name, d)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_runs_match_their_release_or_declare_why(full, path):
+    plans, evals = full
+    f = json.loads(path.read_text())
+    release = {d: v["value"] for d, v in f["dimensions"].items()}
+    runs = [r for p in plans.values() for r in p.runs() if matches(r, f["match"])]
+    assert runs, f"no run of the full plan belongs to {f['context']}"
+    problems = []
+    for r in runs:
+        diff = differences(r, evals.get(r.key(), ()), release)
+        declared = dict(r.declared)
+        for d, (mine, theirs) in diff.items():
+            if d not in declared:
+                problems.append(f"{r.label}: {d} is {mine!r}, the release's {theirs!r} (undeclared)")
+        for d, why in declared.items():
+            assert why.strip(), f"{r.label}: declared {d} without a reason"
+            if d in release and d not in diff:
+                problems.append(f"{r.label}: declares {d} but matches the release")
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_a_changed_recipe_is_caught(full):
+    """The check can fail: one run with its augmentation set back to irlib's original rule differs undeclared."""
+    plans, evals = full
+    f = json.loads((FIX / "edsr_light_x4.json").read_text())
+    release = {d: v["value"] for d, v in f["dimensions"].items()}
+    run = next(r for r in plans["spn"].runs() if matches(r, f["match"]))
+    assert "augment" not in differences(run, evals[run.key()], release)
+    old = run.replace(augment="")
+    assert differences(old, evals[run.key()], release)["augment"] == ("hflip", "dihedral8")
+    assert set(recipe(run, evals[run.key()])) == set(DIMENSIONS)
+
+
+def test_plan_runs_table_carries_the_recipe_columns(full):
+    from irlib.engine.cost import run_costs
+    from irlib.engine.recipe import recipe_columns
+
+    plans, _ = full
+    runs = [r for r in plans["spn"].runs() if r.net == "IDT"][:2]
+    table = recipe_columns(run_costs(runs), runs, [plans["spn"]])
+    assert len(table) == 2 and {"augment", "eval_tiles", "select", "declared", "rec_loss"} <= set(table.columns)
+    assert list(table["eval_tiles"]) == ["128/20", "128/20"] and list(table["augment"]) == ["idt", "idt"]
+    assert table["declared"].str.startswith("rec_loss:").all()
+    spn_row = recipe_columns(run_costs(runs), runs, [plans["spn"]])["extra_terms"]
+    assert (spn_row == "none").any() and spn_row.str.contains(r"spn \(VGG").any()
