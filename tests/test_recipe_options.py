@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from irlib.data.datasets import PairedPatches, PatchBatches, _step_generator, dihedral, make_test_pairs
+from irlib.data.datasets import PairedPatches, _step_generator, dihedral, make_test_pairs
 from irlib.engine import runner
 from irlib.engine.runner import (dehazeformer_ssim_inputs, measure_under, tile_starts, tiled_forward,
                                  training_batches)
