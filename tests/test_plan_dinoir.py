@@ -36,7 +36,7 @@ def test_planned_rows_are_the_references_own_rows(full):
     counts = own_frame.groupby("table").size().to_dict()
     assert counts == OWN and sum(OWN.values()) == 130
     extra = frame[frame.extra]  # Figs. 3a and 5: numbers the paper shows only as pictures
-    assert set(extra.table) == {"Fig. 3a", "Fig. 5"} and len(extra) == 8
+    assert set(extra.table) == {"Fig. 1a", "Fig. 3a", "Fig. 5"} and len(extra) == 14 + 8   # Fig. 1a's bars: 14
     classes = full.row_classes(ref)
     for table, n in OWN.items():
         own = classes[(classes.table == table) & (classes["class"] == "own")]
@@ -92,7 +92,7 @@ def test_tables_share_the_paired_runs(full):
 
 def test_what_each_run_trains(full):
     runs = {r.key(): r for r in full.runs()}
-    assert len(runs) == 15 + 4   # + DnCNN, MPRNet, NAFNet, PromptIR in DINO-IR's setting
+    assert len(runs) == 15 + 4 + 8   # + DnCNN, MPRNet, NAFNet, PromptIR in DINO-IR's setting + Fig. 1a single-task
     base = runs[_runs(full, "Table 1", "Restormer")[0]]
     dino = runs[_runs(full, "Table 1", "DINO-IR")[0]]
     psf = runs[_runs(full, "Table 3", "with PSF (Restormer)")[0]]
@@ -122,7 +122,7 @@ def test_what_each_run_trains(full):
     from irlib.papers.dinoir import plan as plan_mod
 
     per_sigma = plan_mod.build(plan.get_profile("full"), per_sigma=True)
-    assert len(per_sigma.runs()) == 17 + 4
+    assert len(per_sigma.runs()) == 17 + 4 + 8
 
 
 def test_v0_and_the_baseline_build_without_dinov2():
@@ -135,7 +135,7 @@ def test_v0_and_the_baseline_build_without_dinov2():
         m = build_model(r, fb)
         uses_dino = hasattr(m, "dino") and getattr(m, "use_psf", False)
         assert uses_dino == (r.net == "DINO-IR"), r.label
-    assert len(smoke.runs()) <= 19 and all(r.size == "tiny" for r in smoke.runs())   # 15 own + 4 comparisons
+    assert len(smoke.runs()) <= 27 and all(r.size == "tiny" for r in smoke.runs())   # 15 own + 4 comparisons
 
 
 def test_avg_is_the_mean_of_exactly_the_seven_task_rows(full):
@@ -195,3 +195,30 @@ def test_runner_pools_clean_sources_and_draws_alternative_tasks(tmp_path):
     mixed = training_batches(b4, str(root), effective_schedule(b4))
     assert [type(s).__name__ for s in mixed.sources] == ["PatchBatches", "PatchBatches", "PairedPatches", "PairedPatches"]
     assert pd.Series([mixed(k)["task"][0] for k in range(4)]).tolist()[0] == "blur"
+
+
+def test_fig1a_single_task_runs_and_figure(full, tmp_path):
+    """Fig. 1a: one Restormer and one DINO-IR per task, each trained on that task's source alone with the
+    single-task values, measured on exactly that task's Table 1 columns; the figure pairs them with Table 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from irlib.engine.drawing import FigureContext
+    from irlib.papers.dinoir.figures import single_vs_multi
+
+    rows = [r for r in full.rows if r.key.table == "Fig. 1a"]
+    assert len(rows) == 14 and all(r.extra and r.key.metric == "PSNR" for r in rows)
+    t1 = {(r.key.method, r.key.setting.replace("multi-task", "single-task"), r.key.dataset) for r in full.rows
+          if r.key.table == "Table 1" and r.key.dataset != "Avg" and r.key.method in ("Restormer", "DINO-IR")}
+    assert {(r.key.method, r.key.setting, r.key.dataset) for r in rows} == t1
+    for r in rows:
+        (run,) = r.source.runs
+        assert len(run.train) == 1 and run.schedule.batch == 4 and run.schedule.patch == 128
+        task = r.source.eval.testset.task
+        assert run.train[0].task == task or (task.startswith("noise") and run.train[0].task.startswith("noise"))
+    spec = next(f for f in full.figures if f.figure == "Fig. 1a")
+    table = pd.DataFrame([{**r.key.as_dict(), "value": 30.0 + i * 0.1} for i, r in enumerate(full.rows)
+                          if r.key.table in ("Table 1", "Fig. 1a") and r.key.metric == "PSNR"])
+    ctx = FigureContext(spec, None, table, tmp_path, "data", "cpu", None, "rehearse")
+    png = single_vs_multi(ctx)
+    assert png.is_file() and "trained on one task" in png.with_suffix(".json").read_text()

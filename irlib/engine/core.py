@@ -271,14 +271,16 @@ class Builder:
     # ------------------------------------------------------------------ rows
     def measure(self, table: str, method: str, setting: str, dataset: str, runs: Sequence[RunSpec] | RunSpec,
                 ev: EvalSpec, metrics: Sequence[str] = ("PSNR", "SSIM"), baseline: Sequence[RunSpec] = (),
-                baseline_label: str = "", notes: str = "") -> list[RowKey]:
+                baseline_label: str = "", notes: str = "", extra: bool = False) -> list[RowKey]:
+        """Rows measured from ``runs`` on ``ev`` (one per metric); ``extra``: a number the paper shows only as a
+        figure (no reference value)."""
         runs = (runs,) if isinstance(runs, RunSpec) else tuple(runs)
         if baseline and len(baseline) != len(runs):
             raise ValueError(f"{table} {method}: baseline and variant need the same seeds")
         keys = []
         for m in metrics:
             k = RowKey(self.paper, table, method, setting, dataset, m)
-            self._add(Row(k, Measure(runs, ev, tuple(baseline), baseline_label), notes))
+            self._add(Row(k, Measure(runs, ev, tuple(baseline), baseline_label), notes, extra))
             keys.append(k)
         return keys
 

@@ -115,6 +115,35 @@ def fig5(ctx: FigureContext) -> Path:
                          f"rain is closer for {closer:.0%} of {len(hv)} images.")
 
 
+def single_vs_multi(ctx: FigureContext, metric: str = "PSNR") -> Path:
+    """Fig. 1a: per test column, PSNR of Restormer and DINO-IR trained on that task alone (the plan's Fig. 1a
+    rows) and on all four tasks (Table 1's rows). Missing bars are runs not finished yet."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    r = ctx.rows[ctx.rows.metric == metric]
+    multi = r[(r.table == "Table 1") & (r.dataset != "Avg") & r.method.isin(["Restormer", "DINO-IR"])]
+    single = r[r.table == "Fig. 1a"]
+    columns = list(dict.fromkeys(multi.setting.str.replace("multi-task; ", "", regex=False)))
+    bars = [("Restormer", single, "single-task", "#f3b27a"), ("Restormer", multi, "multi-task", "tab:orange"),
+            ("DINO-IR", single, "single-task", "#8fb9e0"), ("DINO-IR", multi, "multi-task", "tab:blue")]
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(columns) + 2), 3.8))
+    x = np.arange(len(columns))
+    for i, (method, frame, mode, colour) in enumerate(bars):
+        d = frame[frame.method == method]
+        d = d.set_index(d.setting.str.split("; ", n=1).str[1])
+        vals = [pd.to_numeric(d.value.get(c), errors="coerce") if c in d.index else np.nan for c in columns]
+        ax.bar(x + (i - 1.5) * 0.2, vals, 0.2, color=colour, label=f"{method}, {mode}")
+    ax.set_xticks(x, [c.replace("; ", "\n") for c in columns], fontsize=7)
+    ax.set_ylabel(f"{metric} (dB)")
+    finite = pd.to_numeric(pd.concat([multi.value, single.value]), errors="coerce").dropna()
+    if len(finite):
+        ax.set_ylim(max(0.0, finite.min() - 3), finite.max() + 1)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    return ctx.save(fig, f"{metric} of Restormer and DINO-IR trained on one task (light) and on all four (dark), "
+                         "per test column; the paper shows this comparison only as a picture.")
+
+
 def tasks_curve(ctx: FigureContext, table: str = "Table 6", metric: str = "PSNR") -> Path:
     """Fig. 1b: deblurring PSNR of the Restormer baseline and DINO-IR against the number of training tasks,
     reproduced (solid) beside the paper's Table 6 (dashed)."""

@@ -173,6 +173,21 @@ def build(P: Profile, seed: int = 0, *, per_sigma: bool = False, dpc: str = "sha
         B.measure("Table 6", "DINO-IR", setting, "DID", b, blur, baseline=a, baseline_label="Baseline (Restormer)",
                   notes=note)
 
+    # ---------------------------------------------------------------- Fig. 1a: single-task vs multi-task
+    # One Restormer and one DINO-IR per task, trained on that task's source alone with the single-task values
+    # (batch 4, patch 128), evaluated on the task's Table 1 columns; the multi-task bars are Table 1's rows.
+    for t, name in (("B", "deblurring"), ("N", "denoising"), ("R", "deraining"), ("H", "dehazing")):
+        src = [SOURCES[t]]
+        one = {"Restormer": B.seeds(B.run("Restormer", train=src, schedule=st, label=f"Restormer single-task ({t})")),
+               "DINO-IR": B.seeds(B.run("DINO-IR", train=src, schedule=st, terms=[dpc_term],
+                                        net_kw={"layers": DEFAULT_LAYERS}, label=f"DINO-IR single-task ({t})"))}
+        for setting, ds, ref, task in COLUMNS:
+            if f"; {name}" not in setting:
+                continue
+            for method, runs in one.items():
+                B.measure("Fig. 1a", method, setting.replace("multi-task", "single-task"), ds, runs, ev(ref, task),
+                          ("PSNR",), extra=True, notes=f"trained on the {name} source alone (single-task values)")
+
     # ---------------------------------------------------------------- DINOv2 analyses (studies)
     mod = "irlib.papers.dinoir.studies"
     fig3b = B.study("Fig. 3b", f"{mod}:fig3b_study", dataset=B.data("cbsd68:test"), limit=limit)
@@ -199,6 +214,7 @@ def build(P: Profile, seed: int = 0, *, per_sigma: bool = False, dpc: str = "sha
 
     # ---------------------------------------------------------------- figures
     figs = "irlib.papers.dinoir.figures"
+    B.figure("Fig. 1a", "Single-task vs multi-task: Restormer and DINO-IR on each task", f"{figs}:single_vs_multi")
     B.figure("Fig. 1b", "Deblurring as the number of training tasks grows", f"{figs}:tasks_curve", table="Table 6")
     B.figure("Fig. 3a", "Deep DINOv2 features of one image under three degradations", f"{figs}:fig3a", studies=(fig3a,))
     B.figure("Fig. 3b", "PSNR deviation across noise levels: image, f_IMAGE, f_DINO", f"{figs}:fig3b", studies=(fig3b,))
