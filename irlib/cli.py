@@ -305,6 +305,10 @@ def _cmd_status(a) -> int:
         from .engine import slurm
 
         print(slurm.status(slurm_dir).to_string(index=False))
+    bad = int(table.state.isin(["failed", "corrupt"]).sum()) if not table.empty else 0
+    if bad:   # the exit code tells scripts what the table tells people
+        print(f"{bad} run(s) failed or have a damaged record; `irlib reproduce` retries them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -77,7 +77,7 @@ def test_an_evaluation_failure_is_a_failure_and_is_retried_once_fixed(tmp_path, 
     assert not np.isnan(rows.value[0]) and np.isnan(rows.value[1])      # the Set14 row stands, B100 says why
     assert "failed" in rows.notes[1] and "test image unreadable" in rows.notes[1]
     code, text = _status(out, capsys)
-    assert code == 0 and "failed" in text and "evaluations failed" in text and "done" not in text.split("state")[1]
+    assert code == 1 and "failed" in text and "evaluations failed" in text and "done" not in text.split("state")[1]
     assert plan.pending(store, [key]) == [key]
     final = store.dir(key) / "final.pt"
     mtime = final.stat().st_mtime_ns
@@ -145,7 +145,7 @@ def test_a_corrupt_job_record_is_named_and_rewritten_from_the_plan(finished, tmp
         store.job(key)
     pd.testing.assert_frame_equal(gather(p, store), rows)       # the results themselves are intact
     code, text = _status(tmp_path / "out", capsys)
-    assert code == 0 and "corrupt" in text and "job.json" in text and "Traceback" not in text
+    assert code == 1 and "corrupt" in text and "job.json" in text and "Traceback" not in text
     final = store.dir(key) / "final.pt"
     mtime = final.stat().st_mtime_ns
     assert list(_run(p, store).state) == ["done"]               # re-submitting heals it; nothing retrains
