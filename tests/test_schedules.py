@@ -20,6 +20,7 @@ KEYS = {
     "NAFNet GoPro", "IDT Rain100L", "IDT Rain100H", "IDT DID", "IDT DDN", "IDT SPA",
     "TextPromptIR all-in-one", "TextPromptIR single-task", "DINO-IR multi-task", "DINO-IR single-task",
     "DiffLoss", "CUB classifier",
+    "DnCNN DINO-IR mix", "MPRNet DINO-IR mix", "NAFNet DINO-IR mix", "PromptIR DINO-IR mix",
 }
 
 
@@ -51,6 +52,23 @@ def test_every_key_is_documented_and_sane():
     for key in ("TextPromptIR all-in-one", "TextPromptIR single-task", "DINO-IR multi-task", "DiffLoss"):
         assert "irlib choice" in ORIGINAL[key].source, key  # paper numbers plus a stated choice for the rest
     assert ORIGINAL["CUB classifier"].rec == "cross_entropy"
+
+
+def test_dinoir_comparison_schedules_follow_their_releases():
+    """DINO-IR's comparison methods, each with its release's optimiser and lr curve, epochs over DINO-IR's mix."""
+    from irlib.schedules import DINOIR_MIX_EPOCH, iters_per_epoch
+
+    dn, mpr, naf, pir = (ORIGINAL[f"{n} DINO-IR mix"] for n in ("DnCNN", "MPRNet", "NAFNet", "PromptIR"))
+    assert (dn.batch, dn.patch, dn.lr, dn.rec) == (64, 40, 1e-4, "l1") and dn.lr_at(199_999) == 1e-4
+    assert dn.lr_at(200_000) == 5e-5                                   # KAIR's first MultiStepLR milestone
+    it = iters_per_epoch(DINOIR_MIX_EPOCH, 16, drop_last=False)       # MPRNet's DataLoader keeps the last batch
+    assert it == 2500 and mpr.steps == 250 * it and mpr.rec == "charbonnier" and mpr.lr_at(3 * it) == 2e-4
+    assert mpr.lr_at(mpr.steps - 1) == pytest.approx(1e-6, rel=0.01)   # cosine down to LR_MIN
+    assert (naf.optimizer, naf.betas, naf.rec, naf.steps, naf.batch) == ("adamw", (0.9, 0.9), "psnr", 200_000, 32)
+    assert naf.lr_at(100_000) == pytest.approx((1e-3 + 1e-7) / 2)
+    pit = iters_per_epoch(DINOIR_MIX_EPOCH, 32)
+    assert pir.steps == 120 * pit and (pir.optimizer, pir.weight_decay, pir.warmup, pir.t_max) == ("adamw", 0.01, 15, 150)
+    assert pir.lr_at(15 * pit) == 2e-4 and pir.lr_at(0) == 0.0
 
 
 def test_original_lookup_names_the_known_keys():
