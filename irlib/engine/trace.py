@@ -118,6 +118,7 @@ class LiveMemory(TorchDispatchMode):
         self._live: dict[int, int] = {}
         self.current = 0
         self.peak = 0
+        self.allocated = 0      # bytes of every storage created while active (a proxy for memory traffic)
 
     def hold(self, t: torch.Tensor) -> None:
         st = t.untyped_storage()
@@ -137,7 +138,9 @@ class LiveMemory(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         for t in pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor):
+                before = self.current
                 self.hold(t)
+                self.allocated += self.current - before
         return out
 
 
@@ -229,6 +232,7 @@ def measure_step(tr, batch: dict) -> dict:
     with fc, mem:
         step(tr, batch)
     return {"flops": int(fc.get_total_flops()), "peak_gib": _gib(mem.peak), "static_gib": _gib(start),
+            "allocated_gib": _gib(mem.allocated),
             "params_gib": _gib(_nbytes(trained)), "frozen_gib": _gib(_nbytes(frozen)),
             "params_trainable": sum(p.numel() for p in trained)}
 
