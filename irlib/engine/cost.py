@@ -347,3 +347,100 @@ def run_costs(runs: list[RunSpec], gpu: str = MEASURED_ON, test_hw: dict[str, tu
                     "eval_peak_gib": round(t["eval_peak_gib"], 2) if "eval_peak_gib" in t else float("nan"),
                     "how": how})
     return pd.DataFrame(out)
+
+
+# ------------------------------------------------------------------------------------------ budget planner
+MAIN_TABLE = {"spn": "Table 1", "textpromptir": "Table 1", "diffloss": "Table 1", "dinoir": "Table 1"}
+TIERS = ("headline", "main table", "other tables", "figures")
+
+
+@dataclass(frozen=True)
+class Item:
+    """What the budget planner buys: a row (or a figure) and every run it needs, dependencies included."""
+
+    paper: str
+    table: str
+    name: str
+    tier: int
+    runs: frozenset
+
+
+def _with_deps(runs: Iterable[RunSpec]) -> set[str]:
+    out: set[str] = set()
+
+    def add(r: RunSpec) -> None:
+        for d in r.deps():
+            add(d)
+        out.add(r.key())
+
+    for r in runs:
+        add(r)
+    return out
+
+
+def row_run_keys(row: Row, by_key: dict[RowKey, Row]) -> set[str]:
+    """Keys of the runs a row needs: its measurements' runs and baselines, the rows an average is made of,
+    a study's dependencies, and their dependencies."""
+    runs = [r for m in _measures(row) for r in m.runs + m.baseline]
+    runs += list(getattr(getattr(row.source, "study", None), "deps", ()))
+    keys = _with_deps(runs)
+    if isinstance(row.source, Average):
+        for part in row.source.parts:
+            if isinstance(part, RowKey) and part in by_key:
+                keys |= row_run_keys(by_key[part], by_key)
+    return keys
+
+
+def budget_items(plans: Iterable) -> list[Item]:
+    """Every row and figure of the plans with its tier: 0 each paper's headline comparison (main-table rows
+    measured against a paired baseline; where the main table pairs none, its rows measured from runs), 1 the
+    other main-table rows, 2 the other tables' rows, 3 the figures."""
+    items = []
+    for p in plans:
+        by_key = {r.key: r for r in p.rows}
+        main = MAIN_TABLE.get(p.paper, "Table 1")
+        paired = any(m.baseline for r in p.rows if r.key.table == main for m in _measures(r))
+        for row in p.rows:
+            if row.key.table == main:
+                head = any(m.baseline for m in _measures(row)) if paired else bool(_measures(row))
+                tier = 0 if head else 1
+            else:
+                tier = 2
+            k = row.key
+            items.append(Item(p.paper, k.table, f"{k.method} | {k.setting} | {k.dataset} | {k.metric}", tier,
+                              frozenset(row_run_keys(row, by_key))))
+        for f in p.figures:
+            items.append(Item(p.paper, f.figure, f.title, 3, frozenset(_with_deps(f.runs))))
+    return items
+
+
+def plan_budget(items: Sequence[Item], hours: dict[str, float], budget: float) -> tuple[list[str], list[Item], list[Item]]:
+    """Greedy selection of runs within ``budget`` GPU-hours: tier by tier, the item whose missing runs cost least
+    is bought next (items whose runs are already bought come free), until no item of the tier fits; then the
+    next tier. Returns (selected run keys in order, covered items, items left). Never exceeds the budget; an
+    item with a run of unknown cost is never bought."""
+    chosen: list[str] = []
+    have: set[str] = set()
+    spent = 0.0
+    covered: list[Item] = []
+    left = list(items)
+    for tier in range(len(TIERS)):
+        while True:
+            best, best_cost = None, math.inf
+            for it in left:
+                if it.tier != tier:
+                    continue
+                miss = it.runs - have
+                c = sum(hours.get(k, math.inf) for k in miss)
+                if spent + c <= budget + 1e-9 and c < best_cost:
+                    best, best_cost = it, c
+            if best is None:
+                break
+            for k in sorted(best.runs - have):
+                chosen.append(k)
+                have.add(k)
+            spent += best_cost
+            free = [it for it in left if it.runs <= have]
+            covered += free
+            left = [it for it in left if not it.runs <= have]
+    return chosen, covered, left
