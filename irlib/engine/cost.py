@@ -13,6 +13,7 @@ not included. These are estimates, and say so wherever they are printed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -153,6 +154,8 @@ def traced(spec: RunSpec, test_hw: tuple[int, int] | None = None, batch: int | N
             return json.loads(f.read_text())
         except (OSError, ValueError):
             pass
+    if name in shipped_traces():
+        return dict(shipped_traces()[name])
     out = trace_run(sig, test_hw)
     out.update(torch=torch.__version__, net=spec.net, terms=[t.name for t in spec.terms])
     f.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +163,29 @@ def traced(spec: RunSpec, test_hw: tuple[int, int] | None = None, batch: int | N
     tmp.write_text(json.dumps(out))
     os.replace(tmp, f)
     return out
+
+
+SHIPPED = "cost_traces.json"
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_traces() -> dict[str, dict]:
+    """Traces of the full plan's runs shipped with irlib (``irlib/resources/cost_traces.json``), so that
+    ``irlib plan`` is fast on a fresh install; a run whose spec changed since is traced on first use."""
+    f = resources.files("irlib.resources").joinpath(SHIPPED)
+    if not f.is_file():
+        return {}
+    with f.open() as fh:
+        return json.load(fh)
+
+
+def export_traces(path: str | Path, names: Iterable[str] | None = None) -> int:
+    """Write the cached traces (all, or the cache file ``names``) as one JSON (the shipped file); returns how many."""
+    files = sorted(cache_dir().glob(f"*-v{TRACE_VERSION}.json"))
+    want = set(names) if names is not None else None
+    data = {f.name: json.loads(f.read_text()) for f in files if want is None or f.name in want}
+    Path(path).write_text(json.dumps(data, indent=0, sort_keys=True))
+    return len(data)
 
 
 def largest_test_images(plans: Iterable) -> dict[str, tuple[int, int]]:
