@@ -226,7 +226,7 @@ def _cmd_plan(a) -> int:
         return 0
     from . import papers as _papers
 
-    every = list(_papers.build_all(a.profile, a.seed))   # calibration templates come from the whole plan
+    every = [_papers.build(n, a.profile, a.seed) for n in _papers.registry()]   # calibration templates: whole plan
     cal = calibrate([r for p in every for r in p.runs()])
     costs = run_costs(list(all_runs.values()), a.gpu, largest_test_images(plans), cal)
     if a.budget is not None:
