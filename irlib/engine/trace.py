@@ -102,6 +102,9 @@ def build_step(spec: RunSpec, fb: FeatureBank, batch: int | None = None, patch: 
     sched = effective_schedule(spec)
     model = build_model(spec, fb)
     terms = build_terms(spec, model, fb, load_run=lambda r: build_model(r, fb).eval().requires_grad_(False))
+    if torch.empty(()).device.type == "meta":   # tracing: tensors a network reads from files (RCD-Net's kernel) too
+        for m in [model] + [x for _, fn in terms.values() for x in _modules(fn, {id(y) for y in model.modules()})]:
+            _meta_tensors(m)
     tr = build_trainer(sched, model, terms, batches=None, device="cpu", forward=train_forward(spec, fb),
                        progress=False)
     return tr, _batch(spec, batch or sched.batch, patch or sched.patch)
@@ -142,6 +145,16 @@ class LiveMemory(TorchDispatchMode):
                 self.hold(t)
                 self.allocated += self.current - before
         return out
+
+
+def _meta_tensors(m: torch.nn.Module) -> None:
+    """Replace a module's own real parameters and buffers with meta ones of the same shape (in place)."""
+    for name, p in list(m._parameters.items()):
+        if p is not None and p.device.type != "meta":
+            m._parameters[name] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for name, b in list(m._buffers.items()):
+        if b is not None and b.device.type != "meta":
+            m._buffers[name] = torch.empty_like(b, device="meta")
 
 
 def steady_state(tr) -> None:
