@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table: a summary per table; csv: every planned row (paper,table,method,setting,dataset,metric)")
     p.add_argument("--runs", action="store_true", help="list the runs with their estimated GPU-hours instead of rows")
     p.add_argument("--seed", type=int, default=0, help="offset of every run's seed")
+    p.add_argument("--gpu", default="h100", help="device table for GPU-hours and fits: h100, a100-80, a100-40, "
+                   "l40s, a6000, rtx4090, a10, v100")
+    p.add_argument("--budget", type=float, default=None, metavar="GPU_HOURS",
+                   help="choose the runs that reproduce the most important rows within this many GPU-hours")
+    p.add_argument("--select-out", default=None, metavar="FILE",
+                   help="with --budget: where to write the chosen run keys (default: budget-<hours>-<gpu>.txt)")
 
     r = sub.add_parser("reproduce", help="preflight, train the plans' runs, execute the notebooks, write the report")
     _profile_arg(r, "smoke")
@@ -209,66 +215,125 @@ def _dispatch(a) -> int:
 def _cmd_plan(a) -> int:
     import pandas as pd
 
-    from .engine.cost import run_costs
+    from .engine.cost import calibrate, device, largest_test_images, run_costs
     from .engine.recipe import recipe_columns
     from .engine.spec import KEY_COLUMNS
+    from .reproduce import UsageError
 
+    try:
+        device(a.gpu)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     plans = _plans(a.only, a.profile, a.seed)
+    all_runs = {r.key(): r for p in plans for r in p.runs()}
+    if not a.runs and a.format in ("csv", "json"):
+        rows = pd.concat([p.frame() for p in plans], ignore_index=True)
+        if a.format == "csv":
+            rows[list(KEY_COLUMNS)].to_csv(sys.stdout, index=False)
+        else:
+            print(rows.to_json(orient="records", indent=1))
+        return 0
+    from . import papers as _papers
+
+    every = [_papers.build(n, a.profile, a.seed) for n in _papers.registry()]   # calibration templates: whole plan
+    cal = calibrate([r for p in every for r in p.runs()])
+    costs = run_costs(list(all_runs.values()), a.gpu, largest_test_images(plans), cal)
+    if a.budget is not None:
+        return _budget(a, plans, costs)
     if a.runs:
-        runs = {r.key(): r for p in plans for r in p.runs()}
-        costs = recipe_columns(run_costs(list(runs.values())), list(runs.values()), plans)
+        costs = recipe_columns(costs, list(all_runs.values()), plans)
         if a.format == "csv":
             costs.to_csv(sys.stdout, index=False)
         elif a.format == "json":
             print(costs.to_json(orient="records", indent=1))
         else:
-            with pd.option_context("display.max_colwidth", 80, "display.width", 250):
-                print(costs.to_string(index=False))
-            _cost_footer(costs)
+            with pd.option_context("display.max_colwidth", 60, "display.width", 250):
+                print(costs.drop(columns=["how"]).to_string(index=False))
+            _cost_footer(costs, cal, a.gpu)
         return 0
-    rows = pd.concat([p.frame() for p in plans], ignore_index=True)
-    if a.format == "csv":
-        rows[list(KEY_COLUMNS)].to_csv(sys.stdout, index=False)
-        return 0
-    if a.format == "json":
-        print(rows.to_json(orient="records", indent=1))
-        return 0
-    from .engine.preflight import needed_data, needed_weights, row_runs
+    from .engine.cost import budget_items
 
+    rows = pd.concat([p.frame() for p in plans], ignore_index=True)
+    hours = dict(zip(costs.key, costs.gpu_hours_est))
+    by_table: dict[tuple[str, str], set] = {}
+    for it in budget_items(plans):
+        by_table.setdefault((it.paper, it.table), set()).update(it.runs)
+    users: dict[str, int] = {}
+    for keys in by_table.values():
+        for k in keys:
+            users[k] = users.get(k, 0) + 1
     lines = []
     for p in plans:
-        costs = run_costs(p.runs())
-        by_table: dict[str, set] = {}
-        for row in p.rows:
-            by_table.setdefault(row.key.table, set()).update(r.key() for r in row_runs(row))
-        for table, g in p.frame().groupby("table", sort=False):
-            keys = by_table.get(table, set())
-            c = costs[costs.key.isin(keys)]
-            known = c.gpu_hours_est.notna().sum()
-            lines.append({"paper": p.paper, "table": table, "rows": len(g), "runs": len(keys),
-                          "GPU-h (est.)": f"{c.gpu_hours_est.sum():.1f} for {known}/{len(keys)} runs" if known else "unknown"})
-        for f in p.figures:
-            lines.append({"paper": p.paper, "table": f.figure, "rows": 0, "runs": len(f.runs), "GPU-h (est.)": "(figure)"})
-    print(pd.DataFrame(lines).to_string(index=False))
-    all_runs = {r.key(): r for p in plans for r in p.runs()}
-    costs = run_costs(list(all_runs.values()))
+        names = list(dict.fromkeys([r.key.table for r in p.rows] + [f.figure for f in p.figures]))
+        for table in names:
+            keys = by_table.get((p.paper, table), set())
+            own = [k for k in keys if users[k] == 1]
+            lines.append({"paper": p.paper, "table": table,
+                          "rows": sum(r.key.table == table for r in p.rows), "runs": len(keys),
+                          "GPU-h (est.)": round(sum(hours[k] for k in keys), 1),
+                          "own GPU-h": round(sum(hours[k] for k in own), 1), "shared runs": len(keys) - len(own)})
+    table = pd.DataFrame(lines)
+    print(table.to_string(index=False))
+    print(f"note: tables share runs, so their GPU-hours overlap: the column sums to {table['GPU-h (est.)'].sum():.0f} "
+          f"but the {len(all_runs)} distinct runs cost {costs.gpu_hours_est.sum():.0f}; 'own GPU-h' is what only "
+          f"that table needs (the cost of dropping it)")
     print(f"\n{len(rows)} rows, {len(all_runs)} distinct runs, {sum(len(p.studies()) for p in plans)} studies, "
           f"{sum(len(p.figures) for p in plans)} figures ({a.profile} profile)")
-    _cost_footer(costs)
+    _cost_footer(costs, cal, a.gpu)
+    from .engine.preflight import needed_data, needed_weights
+
     data, weights = needed_data(plans), needed_weights(plans)
     print(f"datasets: {', '.join(sorted(data)) or 'none'}")
     print(f"pretrained weights: {', '.join(sorted(weights)) or 'none (random weights in this profile)'}")
-    excluded = [e for p in plans for e in p.excluded]
-    for e in excluded:
-        print(f"not reproduced: {e.key.paper} {e.key.table} {e.key.method} {e.key.metric}: {e.reason}")
+    for e in (e for p in plans for e in p.excluded):
+        k = e.key
+        print(f"not reproduced: {k.paper} {k.table} {k.method} [{k.setting}] {k.dataset} {k.metric}: {e.reason}")
     return 0
 
 
-def _cost_footer(costs) -> None:
-    known = costs.gpu_hours_est.notna()
-    print(f"estimated GPU-hours (from step costs measured on one H100, irlib/resources/measurements; training only): "
-          f"{costs.gpu_hours_est[known].sum():.1f} for {known.sum()} runs; unknown for {(~known).sum()} runs "
-          f"(no step cost measured for their network)")
+def _cost_footer(costs, cal, gpu: str) -> None:
+    by = costs.groupby("basis").gpu_hours_est.agg(["sum", "count"])
+    parts = ", ".join(f"{r['sum']:.0f} GPU-h for {int(r['count'])} runs by {b}" for b, r in by.iterrows())
+    print(f"estimated GPU-hours on one {gpu} (training only, no evaluation or data loading): "
+          f"{costs.gpu_hours_est.sum():.0f} for {len(costs)} runs ({parts})")
+    per = costs.groupby("paper").gpu_hours_est.sum()
+    print("per paper: " + ", ".join(f"{k} {v:.0f}" for k, v in per.items()))
+    acc = costs.columns[costs.columns.str.startswith("accum_on_")][0]
+    big = costs[costs[acc] != 1]
+    print(f"memory: peak per step {costs.peak_gib.min():.1f}-{costs.peak_gib.max():.1f} GiB (traced); "
+          f"{len(big)} runs do not fit one {gpu} at the paper's batch"
+          + (": " + ", ".join(f"{r.label} (x{r[acc]} accumulation)" for r in big.itertuples()) if len(big) else ""))
+    print(cal.describe())
+
+
+def _budget(a, plans, costs) -> int:
+    from .engine.cost import TIERS, budget_items, plan_budget
+
+    hours = dict(zip(costs.key, costs.gpu_hours_est))
+    items = budget_items(plans)
+    chosen, covered, left = plan_budget(items, hours, a.budget)
+    spent = sum(hours[k] for k in chosen)
+    print(f"budget {a.budget:g} GPU-h on {a.gpu}: {len(chosen)} runs chosen, {spent:.1f} GPU-h (estimated)")
+    for t, name in enumerate(TIERS):
+        cov = [i for i in covered if i.tier == t]
+        lft = [i for i in left if i.tier == t]
+        papers_ = sorted({i.paper for i in cov})
+        print(f"  {name:12s} covered {len(cov):4d}, left {len(lft):4d}" + (f"  ({', '.join(papers_)})" if cov else ""))
+    tabs: dict[tuple[str, str], list[int]] = {}
+    for i in covered:
+        tabs.setdefault((i.paper, i.table), [0, 0])[0] += 1
+    for i in left:
+        tabs.setdefault((i.paper, i.table), [0, 0])[1] += 1
+    print("per table (covered/total): " + "; ".join(f"{p} {t} {c}/{c + l}" for (p, t), (c, l) in tabs.items() if c))
+    out = Path(a.select_out or f"budget-{a.budget:g}-{a.gpu}.txt")
+    label = dict(zip(costs.key, costs.label))
+    out.write_text("".join(f"{k}  # {label[k]}, {hours[k]:.1f} GPU-h\n" for k in chosen))
+    tables = sorted({f"{i.paper}/{i.table}" for i in covered})
+    print(f"selection: {out} ({len(chosen)} run keys)")
+    print("command: irlib reproduce --profile full --executor local --only-runs " + str(out))
+    print("  (--only-runs is not in irlib reproduce yet; until it is, the tables fully covered are: "
+          + " ".join(f"--only '{t}'" for t in tables if not any(f'{i.paper}/{i.table}' == t for i in left)) + ")")
+    return 0
 
 
 def _cmd_status(a) -> int:

@@ -301,7 +301,7 @@ class PCLLoss(nn.Module):
         self.gen = torch.Generator().manual_seed(seed)
 
     def _u(self, lo: float, hi: float) -> float:
-        return lo + (hi - lo) * float(torch.rand((), generator=self.gen))
+        return lo + (hi - lo) * float(torch.rand((), generator=self.gen, device="cpu"))
 
     def _odd(self, lo: int, hi: int) -> int:
         return 2 * int(torch.randint(lo, hi + 1, (), generator=self.gen)) + 1

@@ -118,6 +118,7 @@ class Trainer:
     scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
     ckpt_seconds: float = 0.0   # also checkpoint when this long has passed since the last save (preemption)
     callback: Callable[["Trainer", dict], None] | None = None   # called after every step with the logged terms
+    accum: int = 1              # gradient accumulation: each step's batch in this many equal micro-batches
     step: int = field(default=0, init=False)
     collapsed: bool = field(default=False, init=False)
 
@@ -184,6 +185,8 @@ class Trainer:
         return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     def train_step(self, batch: dict) -> dict[str, float]:
+        if self.accum > 1:
+            return self._accumulated_step(batch)
         self.net.train()
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "", None)
         dev_type = "cuda" if self.device.startswith("cuda") else "cpu"
@@ -208,6 +211,38 @@ class Trainer:
         if self.sched:
             self.sched.step()
         return terms
+
+    def _accumulated_step(self, batch: dict) -> dict[str, float]:
+        """The same update as :meth:`train_step` on the whole batch, computed in ``accum`` micro-batches: each
+        micro-batch's loss is scaled by 1/accum and gradients add up before one optimiser step (exact for loss
+        terms that are means over the batch, not for batch statistics such as BatchNorm's). Logged terms are
+        the mean over the micro-batches."""
+        self.net.train()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "", None)
+        dev_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        self.opt.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for micro in split_batch(batch, self.accum):
+            with torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None):
+                out = self.forward(self.net, micro) if self.forward else self.net(micro["lq"])
+                values = {k: fn(out.float(), micro, self.model) for k, (_, fn) in self.loss_terms.items()}
+                total = sum(w * values[k] for k, (w, _) in self.loss_terms.items())
+            logged = torch.stack([torch.as_tensor(v, device=total.device).detach().float().reshape(())
+                                  for v in (*values.values(), total)])
+            terms = dict(zip([*values, "loss"], logged.tolist()))
+            if not all(math.isfinite(v) for v in terms.values()):
+                raise TrainingCollapsed(self.step, terms)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v / self.accum
+            self.scaler.scale(total / self.accum).backward()
+        if self.grad_clip:
+            self.scaler.unscale_(self.opt)
+            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        if self.sched:
+            self.sched.step()
+        return sums
 
     def fit(self, max_steps: int, stop_after: int | None = None) -> pd.DataFrame:
         """Train until ``max_steps`` total steps (resuming from the checkpoint if there is one).
@@ -252,6 +287,21 @@ class Trainer:
     def eval_model(self) -> torch.nn.Module:
         """The EMA model when EMA is on, else the trained model (in eval mode)."""
         return (self.ema.model if self.ema else self.model).eval()
+
+
+def split_batch(batch: dict, k: int) -> list[dict]:
+    """``batch`` as ``k`` equal micro-batches, in order: tensors and lists whose length is the batch size are
+    split, anything else (a step index) is shared. The batch size must be a multiple of ``k``."""
+    n = batch["lq"].shape[0]
+    if k < 1 or n % k:
+        raise ValueError(f"gradient accumulation {k} does not divide the batch of {n}")
+    m = n // k
+    out = []
+    for i in range(k):
+        sl = slice(i * m, (i + 1) * m)
+        out.append({key: (v[sl] if (torch.is_tensor(v) and v.dim() and v.shape[0] == n)
+                          or (isinstance(v, list) and len(v) == n) else v) for key, v in batch.items()})
+    return out
 
 
 def padded_forward(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pad_to: int,
