@@ -170,7 +170,8 @@ def step(tr, batch: dict) -> torch.Tensor:
     after-step hooks, EMA), without reading any value back (fake tensors have none)."""
     tr.net.train()
     out = tr.forward(tr.net, batch) if tr.forward else tr.net(batch["lq"])
-    total = sum(w * fn(out.float(), batch, tr.model) for w, fn in tr.loss_terms.values())
+    out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()   # multi-stage (MPRNet)
+    total = sum(w * fn(out, batch, tr.model) for w, fn in tr.loss_terms.values())
     tr.opt.zero_grad(set_to_none=True)
     total.backward()
     if tr.grad_clip:
