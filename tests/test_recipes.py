@@ -16,7 +16,7 @@ FIXTURES = sorted(p for p in FIX.glob("*.json") if "dimensions" in json.loads(p.
 
 @pytest.fixture(scope="module")
 def full():
-    plans = {p: plan.build(p, "full") for p in ("spn", "textpromptir", "diffloss")}
+    plans = {p: plan.build(p, "full") for p in ("spn", "textpromptir", "diffloss", "dinoir")}
     evals = {}
     for p in plans.values():
         for k, lst in p.evals().items():

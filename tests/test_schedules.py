@@ -19,7 +19,8 @@ KEYS = {
     "DehazeFormer-T RESIDE-6K", "DehazeFormer-S RESIDE-6K", "DehazeFormer-B RESIDE-6K",
     "NAFNet GoPro", "IDT Rain100L", "IDT Rain100H", "IDT DID", "IDT DDN", "IDT SPA",
     "TextPromptIR all-in-one", "TextPromptIR single-task", "DINO-IR multi-task", "DINO-IR single-task",
-    "DiffLoss", "CUB classifier",
+    "DiffLoss", "CUB classifier", "DnCNN DINO-IR mix", "MPRNet DINO-IR mix", "NAFNet DINO-IR mix",
+    "PromptIR DINO-IR mix",
 }
 
 
