@@ -158,7 +158,8 @@ _MPRNET = ("swz30/MPRNet@9edfb1d Deraining/training.yml (BATCH_SIZE 16, NUM_EPOC
 _NAFNET_SIDD = ("megvii-research/NAFNet@01a4c86 options/train/SIDD/NAFNet-width32.yml (irlib choice of the release's "
                 "configs: its denoising one; the paper does not say which): AdamW lr 1e-3 betas (0.9, 0.9) weight "
                 "decay 0, TrueCosineAnnealingLR T_max 200K eta_min 1e-7, total_iter 200K, 8 GPUs x batch 4 = 32, "
-                "gt_size 256, no flips/rotations, PSNRLoss, no gradient clipping")
+                "gt_size 256, no flips/rotations, PSNRLoss; basicsr/models/image_restoration_model.py clips the "
+                "gradient norm to 0.01 (use_grad_clip defaults to true and the yml does not set it)")
 _PROMPTIR = ("va1shn9v/PromptIR@49a78a3 options.py (--epochs 120, --batch_size 8 per GPU x --num_gpus 4 = 32, "
              "--patch_size 128) and @20eff77 train.py: AdamW lr 2e-4 (torch's default weight decay 0.01), "
              "LinearWarmupCosineAnnealingLR(warmup_epochs=15, max_epochs=150) stepped per epoch, L1, drop_last; "
@@ -307,7 +308,8 @@ ORIGINAL: dict[str, Schedule] = {
     # Each trained by the DINO-IR authors "with codes" of its release on DINO-IR's four-task mix: the release's
     # optimiser, schedule, batch, patch and loss; epochs counted over the mix (DINOIR_MIX_EPOCH).
     "DnCNN DINO-IR mix": Schedule(
-        400_000, 64, 40, 1e-4, decay="step", milestones=(200_000,), gamma=0.5,
+        400_000, 64, 40, 1e-4, decay="step", milestones=(200_000, 400_000, 600_000, 800_000, 1_000_000, 2_000_000),
+        gamma=0.5,
         source=_KAIR_DNCNN + "; irlib choice: 400K steps, KAIR's merge_bn_startpoint (KAIR's loop has no end of its "
                              "own; the BN merge itself, which KAIR then performs, is not done)"),
     "MPRNet DINO-IR mix": Schedule(
@@ -316,7 +318,7 @@ ORIGINAL: dict[str, Schedule] = {
         rec="charbonnier", source=_MPRNET),
     "NAFNet DINO-IR mix": Schedule(
         200_000, 32, 256, 1e-3, optimizer="adamw", betas=(0.9, 0.9), decay="cosine", eta_min=1e-7, rec="psnr",
-        source=_NAFNET_SIDD),
+        grad_clip=0.01, source=_NAFNET_SIDD),
     "PromptIR DINO-IR mix": Schedule(
         120 * iters_per_epoch(DINOIR_MIX_EPOCH, 32), 32, 128, 2e-4, optimizer="adamw", weight_decay=0.01,
         decay="warmup_cosine", warmup=15, t_max=150, tick=iters_per_epoch(DINOIR_MIX_EPOCH, 32), source=_PROMPTIR),

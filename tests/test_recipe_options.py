@@ -55,6 +55,28 @@ def test_paired_augmentation_all_eight_orientations_lq_and_gt_together():
     assert seen["dihedral7"] == set(range(1, 8))     # TextPromptIR: random.randint(1, 7), never the identity
 
 
+def test_mprnet_augmentation_follows_its_nine_case_draw():
+    """MPRNet's dataset_RGB.py draws ``random.randint(0, 8)``: case 1 flips dim 1 (rows), 2 dim 2 (columns), 3-5
+    turn by 1-3 quarter turns, 6 and 7 turn the row- / column-flipped patch once, 0 and 8 leave it. Each case, written
+    here with torch ops on a CHW patch, is the orientation MPRNET_CASES names; draws follow 2/9 : 1/9 x 7."""
+    from irlib.data.datasets import MPRNET_CASES, draw_augment
+
+    x = torch.arange(3 * 5 * 5, dtype=torch.float32).view(3, 5, 5)
+    release = [lambda t: t, lambda t: t.flip(1), lambda t: t.flip(2), lambda t: torch.rot90(t, 1, (1, 2)),
+               lambda t: torch.rot90(t, 2, (1, 2)), lambda t: torch.rot90(t, 3, (1, 2)),
+               lambda t: torch.rot90(t.flip(1), 1, (1, 2)), lambda t: torch.rot90(t.flip(2), 1, (1, 2)), lambda t: t]
+    for case, op in enumerate(release):
+        assert torch.equal(dihedral(x, MPRNET_CASES[case]), op(x)), case
+    g = torch.Generator().manual_seed(0)
+    counts = np.bincount([draw_augment("mprnet", g) for _ in range(9000)], minlength=8)
+    assert abs(counts[0] - 2000) < 150 and all(abs(c - 1000) < 120 for c in counts[1:]), counts
+    gt = torch.arange(3 * 8 * 8, dtype=torch.float32).view(3, 8, 8) / 200
+    b = PairedPatches([(gt.clone(), gt)], patch=8, batch_size=4, scale=1, seed=3, augment="mprnet")
+    assert _seen(b, gt) == set(range(8))
+    with pytest.raises(ValueError):
+        draw_augment("mprnet9", g)
+
+
 def test_clean_augmentation_dihedral_through_the_plan_data_path():
     sched = Schedule(10, 4, 32, 1e-4)
     spec = RunSpec("t", "EDSR-light", (Source("offline", "noise25"),), (Term("l1"),), sched, augment="dihedral8")

@@ -16,7 +16,7 @@ FIXTURES = sorted(p for p in FIX.glob("*.json") if "dimensions" in json.loads(p.
 
 @pytest.fixture(scope="module")
 def full():
-    plans = {p: plan.build(p, "full") for p in ("spn", "textpromptir", "diffloss")}
+    plans = {p: plan.build(p, "full") for p in ("spn", "textpromptir", "diffloss", "dinoir")}
     evals = {}
     for p in plans.values():
         for k, lst in p.evals().items():
@@ -25,7 +25,7 @@ def full():
 
 
 def test_fixtures_name_a_source_for_every_value():
-    assert len(FIXTURES) >= 15
+    assert len(FIXTURES) >= 40
     for path in FIXTURES:
         f = json.loads(path.read_text())
         assert f["release"]["repo"] and f["match"]["net"], path.name
@@ -54,6 +54,20 @@ def test_runs_match_their_release_or_declare_why(full, path):
             if d in release and d not in diff:
                 problems.append(f"{r.label}: declares {d} but matches the release")
     assert not problems, "\n".join(problems[:20])
+
+
+def test_every_run_of_the_full_plan_belongs_to_exactly_one_fixture(full):
+    """No training context is left without its release's (or paper's) recipe, and no run is claimed twice."""
+    plans, _ = full
+    fixtures = {p.stem: json.loads(p.read_text())["match"] for p in FIXTURES}
+    runs = {r.key(): r for p in plans.values() for r in p.runs()}
+    owners = {k: [name for name, m in fixtures.items() if matches(r, m)] for k, r in runs.items()}
+    assert len(runs) > 100
+    assert not [runs[k].label for k, o in owners.items() if not o], "runs without a recipe fixture"
+    assert not {runs[k].label: o for k, o in owners.items() if len(o) > 1}, "runs in two contexts"
+    # the label pattern parts DINO-IR's one-task multi-task run from its single-task run on the same data
+    blur = [r for r in runs.values() if r.paper == "dinoir" and r.net == "Restormer" and r.label.endswith("(B)")]
+    assert sorted(owners[r.key()][0] for r in blur) == ["dinoir_multitask_restormer", "dinoir_singletask_restormer"]
 
 
 def test_a_changed_recipe_is_caught(full):

@@ -142,7 +142,11 @@ def _crop_origin(img: torch.Tensor, patch: int, g: torch.Generator) -> tuple[int
     return int(torch.randint(h - patch + 1, (1,), generator=g)), int(torch.randint(w - patch + 1, (1,), generator=g))
 
 
-AUGMENTS = ("", "none", "hflip", "flips", "idt", "dihedral8", "dihedral7")
+AUGMENTS = ("", "none", "hflip", "flips", "idt", "dihedral8", "dihedral7", "mprnet")
+#: MPRNet's training draw (swz30/MPRNet dataset_RGB.py: ``random.randint(0, 8)``, nine cases) as the orientation
+#: ``m`` of :func:`dihedral` each case gives: cases 0 and 8 leave the patch as it is, so the identity comes twice
+#: as often as each of the other seven orientations.
+MPRNET_CASES = (0, 5, 1, 2, 4, 6, 7, 3, 0)
 
 
 def draw_augment(kind: str, g: torch.Generator) -> int:
@@ -151,7 +155,8 @@ def draw_augment(kind: str, g: torch.Generator) -> int:
     {0, 1, 4, 5} (independent horizontal and vertical flips); ``idt`` IDT's ``random.randint(0, 3)``: the
     identity with probability 1/2, a vertical or a horizontal flip with 1/4 each; ``dihedral8`` any of the 8 (flips and 90-degree
     rotations: EDSR-PyTorch, KAIR/BasicSR, NAFNet, FFA-Net, DehazeFormer); ``dihedral7`` any but the identity
-    (PromptIR/TextPromptIR's ``random_augmentation``: ``random.randint(1, 7)``)."""
+    (PromptIR/TextPromptIR's ``random_augmentation``: ``random.randint(1, 7)``); ``mprnet`` MPRNet's nine-case
+    draw (:data:`MPRNET_CASES`: the identity with probability 2/9, each other orientation 1/9)."""
     if kind == "none":
         return 0
     if kind == "hflip":
@@ -164,6 +169,8 @@ def draw_augment(kind: str, g: torch.Generator) -> int:
         return int(torch.randint(8, (1,), generator=g))
     if kind == "dihedral7":
         return 1 + int(torch.randint(7, (1,), generator=g))
+    if kind == "mprnet":
+        return MPRNET_CASES[int(torch.randint(9, (1,), generator=g))]
     raise ValueError(f"augment must be one of {AUGMENTS[1:]}, got {kind!r}")
 
 

@@ -15,6 +15,7 @@ with the value range it sees), ``extra_terms`` (the method's terms: SPN, DiffLos
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Sequence
 
 from .spec import EvalSpec, RunSpec, Source
@@ -160,8 +161,11 @@ def recipe_columns(costs, runs: Sequence[RunSpec], plans: Sequence = ()) -> "Any
 
 def matches(spec: RunSpec, match: dict[str, Any]) -> bool:
     """Whether ``spec`` belongs to a fixture's context: ``paper``, ``net``, ``train`` (the training data
-    references, as a set) and ``net_kw`` (a subset of the run's) as given."""
+    references, as a set), ``net_kw`` (a subset of the run's) and ``label`` (a regular expression the run's label
+    must contain a match of: it parts runs on the same data that belong to different settings) as given."""
     if "paper" in match and spec.paper != match["paper"]:
+        return False
+    if "label" in match and not re.search(match["label"], spec.label):
         return False
     if "net" in match and spec.net != match["net"]:
         return False
