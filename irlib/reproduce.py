@@ -118,7 +118,10 @@ def writable(out: Path) -> None:
 # ------------------------------------------------------------------------------------------ running
 @dataclass
 class Runner:
-    """Executes notebooks with papermill in their own process groups, so a signal stops them at once."""
+    """Executes notebooks with papermill in their own process groups, so a signal stops them at once. Papermill
+    gets SIGTERM when this process dies, even by SIGKILL (:func:`irlib.procs.die_with_parent`); its kernel exits
+    within a second of papermill (ipykernel polls ``JPY_PARENT_PID``, which jupyter_client sets), and local
+    executor workers carry the same parent-death signal."""
 
     out_root: Path
     timeout: int | None = None

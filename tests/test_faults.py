@@ -490,3 +490,115 @@ def test_a_truncated_final_checkpoint_found_while_evaluating_retrains_in_the_sam
     assert list(_run(p, store).state) == ["done"]
     assert _quarantined(store.dir(key), "final.pt") and _quarantined(store.dir(key), "evals")
     pd.testing.assert_frame_equal(gather(p, store), rows)
+
+
+# ------------------------------------------------------------------------------------ 5. no orphans
+def _tree(pid: int) -> list:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(procs: list) -> list:
+    import psutil
+
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_killing_reproduce_with_sigkill_leaves_no_papermill_or_kernel_behind(tmp_path):
+    """``kill -9`` of the main ``irlib reproduce`` process alone (no process group signal): papermill, the
+    notebook's kernel and what the kernel started all die with it within seconds, not at the end of the cell."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("psutil")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux-only")
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _nb(nbdir / "alpha.ipynb", "import os, time\nos.makedirs(out_dir, exist_ok=True)\n"
+                               "open(out_dir + '/started', 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "irlib.cli", "reproduce", "--out", str(out)], cwd=REPO,
+                         env={**os.environ, "IRLIB_NOTEBOOKS": str(nbdir), "PYTHONPATH": str(REPO)},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = out / "smoke" / "alpha" / "started"
+    tree: list = []
+    try:
+        deadline = time.time() + 120
+        while not (started.is_file() and started.read_text()) and time.time() < deadline and p.poll() is None:
+            time.sleep(0.2)
+        assert started.is_file(), "the notebook never started"
+        tree = _tree(p.pid)
+        assert int(started.read_text()) in {q.pid for q in tree}   # the kernel is in reproduce's tree
+        assert len(tree) >= 3                                       # reproduce, papermill, the kernel
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
+        deadline = time.time() + 15
+        while _alive(tree[1:]) and time.time() < deadline:
+            time.sleep(0.2)
+        left = _alive(tree[1:])
+        assert not left, [(q.pid, q.cmdline()[:4]) for q in left]
+    finally:
+        p.kill()
+        for q in _alive(tree[1:]):
+            q.kill()
+
+
+def test_a_busy_local_worker_dies_with_the_process_that_started_it(tmp_path):
+    """The local executor's worker is in a session of its own (so Ctrl-C reaches it only through ``terminate``);
+    when the process driving it is killed with SIGKILL mid-run, the worker gets SIGTERM (parent-death signal),
+    checkpoints and exits instead of training to the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux-only")
+    p = tiny_plan(steps=100_000)
+    store = RunStore(tmp_path / "runs")
+    plan.submit_plans([p], store, plan.Context("data", store.root))
+    key = p.runs()[0].key()
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom irlib.engine import RunStore\nfrom irlib.engine.execute import "
+         "LocalExecutor\nLocalExecutor(RunStore(sys.argv[1]), jobs=1).run([sys.argv[2]])\n", str(store.root), key],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 180
+        while store.progress(key) is None and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.3)
+        assert store.progress(key) is not None, "the worker never started training"
+        import psutil
+
+        workers = [c.pid for c in psutil.Process(driver.pid).children()]
+        assert len(workers) == 1
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(10)
+        deadline = time.time() + 30
+        while _alive([psutil.Process(w) for w in workers if psutil.pid_exists(w)]) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not psutil.pid_exists(workers[0]) or not _alive([psutil.Process(workers[0])]), "worker still training"
+        assert (store.dir(key) / "ckpt" / "last.pt").is_file()       # it checkpointed on the way out
+        assert store.done(key) is None
+    finally:
+        driver.kill()
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
