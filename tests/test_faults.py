@@ -227,12 +227,12 @@ def test_reading_a_finished_store_writes_nothing(finished, tmp_path, capsys):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _nb(path: Path, code: str) -> None:
+def _nb(path: Path, code: str, extra: str = "") -> None:
     import nbformat
 
     n = nbformat.v4.new_notebook()
     p = nbformat.v4.new_code_cell('profile = "smoke"\ndevice = "cpu"\ndata_root = "d"\nseed = 0\nout_dir = "o"\n'
-                                  'runs_dir = ""\nonly = ""\nskip_data = ""\n')
+                                  'runs_dir = ""\nonly = ""\nskip_data = ""\n' + extra)
     p.metadata["tags"] = ["parameters"]
     n.cells = [p, nbformat.v4.new_code_cell(code)]
     n.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -286,6 +286,37 @@ def test_parameters_the_command_line_owns_are_refused(tmp_path):
     assert r.returncode == 2 and "-p profile: set by irlib reproduce itself; use --profile" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "out" / "smoke" / "alpha").exists()    # refused before anything ran
+
+
+TYPED = ('steps = 3            # steps per variant (tiny); paper uses 20\nlr = 1e-3\nflag = False\n'
+         'mode = "tiny"        # one of: tiny, paper ("paper": GPU only)\n'
+         'label = "x"          # substrings to keep ("" = all of them)\n')
+
+
+def test_parameter_values_are_checked_against_the_notebooks_types_before_anything_runs(tmp_path, monkeypatch):
+    from irlib.reproduce import UsageError, check_params
+
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    code = ROW.format(value=1.0).replace("notes=''", "notes=repr((steps, lr, flag, mode, label))")
+    _nb(nbdir / "alpha.ipynb", code, extra=TYPED)
+    monkeypatch.setenv("IRLIB_NOTEBOOKS", str(nbdir))
+    ok = check_params({"alpha": []}, {"steps": "7", "lr": "2e-4", "flag": "True", "mode": "paper", "label": "1"})
+    assert ok == {"alpha": {"steps": 7, "lr": 2e-4, "flag": True, "mode": "paper", "label": "1"}}
+    for name, value, expected in [("steps", "ten", "expected an integer"), ("steps", "2.5", "expected an integer"),
+                                  ("lr", "fast", "expected a number"), ("lr", "nan", "expected a number"),
+                                  ("flag", "yes", "expected True or False"),
+                                  ("mode", "huge", "expected one of tiny, paper")]:
+        with pytest.raises(UsageError, match=rf"-p {name} '{value}': {expected} \(in alpha, default "):
+            check_params({"alpha": []}, {name: value})
+    out = tmp_path / "out"
+    r = _cli("reproduce", "--out", str(out), "-p", "steps", "ten", nbdir=nbdir)
+    assert r.returncode == 2 and "-p steps 'ten': expected an integer (in alpha, default 3)" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (out / "smoke" / "alpha").exists()
+    # a text parameter given digits stays text, a number arrives as a number, the commented line is seen
+    r = _cli("reproduce", "--out", str(out), "-p", "label", "0012", "-p", "lr", "0.5", "-p", "mode", "paper", nbdir=nbdir)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(out / "smoke" / "results.csv").notes[0] == repr((3, 0.5, False, "paper", "0012"))
 
 
 def test_reproduce_fails_when_the_notebook_ran_but_its_runs_did_not(tmp_path):
