@@ -427,6 +427,49 @@ def test_rows_are_bit_identical_whatever_the_order_runs_were_built_in(tmp_path):
                                   check_exact=True)
 
 
+def test_rows_are_bit_identical_inline_and_with_one_or_two_local_workers(tmp_path, monkeypatch):
+    """Workers get ``OMP_NUM_THREADS`` = cores / jobs and a notebook kernel has its own count; every job runs
+    with the thread count recorded in its ``job.json`` (1 here), so the weights and rows do not depend on the
+    executor or ``--jobs``."""
+    from irlib.engine.execute import LocalExecutor
+
+    monkeypatch.delenv("IRLIB_THREADS", raising=False)
+    p = tiny_plan(steps=12, extra_spn=True, spn_lam=0.5)
+    stores = {}
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)            # the caller's count differs from the recorded one, and is restored
+    try:
+        stores["inline"] = RunStore(tmp_path / "inline")
+        assert list(_run(p, stores["inline"]).state) == ["done", "done"]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for jobs in (1, 2):
+        stores[jobs] = store = RunStore(tmp_path / f"local{jobs}")
+        st = plan.execute(p, store, plan.Context("data", store.root), executor=LocalExecutor(store, jobs=jobs))
+        assert list(st.state) == ["done", "done"], st.error.tolist()
+    keys = [r.key() for r in p.runs()]
+    assert {json.loads((stores[1].dir(k) / "job.json").read_text())["threads"] for k in keys} == {1}
+    ref = gather(p, stores["inline"]).drop(columns="runs")
+    for name in (1, 2):
+        for k in keys:
+            a = torch.load(stores["inline"].dir(k) / "final.pt", weights_only=True)["model"]
+            b = torch.load(stores[name].dir(k) / "final.pt", weights_only=True)["model"]
+            assert all(torch.equal(a[n], b[n]) for n in a), (name, k)
+        pd.testing.assert_frame_equal(gather(p, stores[name]).drop(columns="runs"), ref, check_exact=True)
+
+
+def test_a_wrong_thread_count_is_refused_when_the_job_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("IRLIB_THREADS", "many")
+    with pytest.raises(ValueError, match="IRLIB_THREADS='many': expected a positive integer"):
+        plan.submit_plans([tiny_plan()], RunStore(tmp_path), plan.Context("data", tmp_path))
+    monkeypatch.setenv("IRLIB_THREADS", "3")
+    p = tiny_plan()
+    store = RunStore(tmp_path)
+    plan.submit_plans([p], store, plan.Context("data", tmp_path))
+    assert json.loads((store.dir(p.runs()[0].key()) / "job.json").read_text())["threads"] == 3
+
+
 # ------------------------------------------------------------------------------------ 6. downloads: short bodies, litter
 @pytest.fixture
 def short_server(tmp_path):
