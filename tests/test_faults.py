@@ -470,6 +470,101 @@ def test_a_wrong_thread_count_is_refused_when_the_job_is_recorded(tmp_path, monk
     assert json.loads((store.dir(p.runs()[0].key()) / "job.json").read_text())["threads"] == 3
 
 
+# ------------------------------------------------------------------------------------ 4. images in every mode
+def _png16(path: Path, a: np.ndarray) -> None:
+    """A 16-bit PNG (grey HxW or RGB HxWx3 uint16) written chunk by chunk: Pillow cannot write 16-bit RGB."""
+    import struct
+    import zlib
+
+    h, w = a.shape[:2]
+    raw = b"".join(b"\0" + a[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if a.ndim == 3 else 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def _smooth_rgb(h: int = 24, w: int = 32) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (h + w - 2)], -1).astype(np.uint8)
+
+
+def _expected_rgb(a: np.ndarray) -> torch.Tensor:
+    a = np.repeat(a[..., None], 3, 2) if a.ndim == 2 else a
+    return torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)
+
+
+def test_images_in_every_mode_are_read_as_their_colours(tmp_path):
+    """16-bit grey used to come out white (``convert("RGB")`` clips levels above 255); each mode a dataset may
+    hold is checked against the colours it encodes."""
+    from PIL import Image
+
+    from irlib.data import PairedFolder, load_image
+
+    rng = np.random.default_rng(0)
+    rgb = _smooth_rgb()
+    grey16 = rng.integers(0, 65536, rgb.shape[:2]).astype(np.uint16)
+    rgb16 = rng.integers(0, 65536, rgb.shape).astype(np.uint16)
+    _png16(tmp_path / "grey16.png", grey16)
+    _png16(tmp_path / "rgb16.png", rgb16)
+    pal = Image.fromarray(rgb).quantize(16)
+    pal.save(tmp_path / "palette_alpha.png", transparency=0)
+    rgba = np.concatenate([rgb, rng.integers(0, 256, rgb.shape[:2] + (1,)).astype(np.uint8)], 2)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgba[..., [0, 3]], "LA").save(tmp_path / "la.png")
+    Image.fromarray(rgb[..., 0] > 127).save(tmp_path / "bits.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100, subsampling=0)
+    Image.fromarray(rgb).save(tmp_path / "rgb.jpg", quality=100, subsampling=0)
+    exact = {"grey16.png": (grey16 >> 8).astype(np.uint8), "rgb16.png": (rgb16 >> 8).astype(np.uint8),
+             "palette_alpha.png": np.asarray(pal.convert("RGB")), "rgba.png": rgb, "la.png": rgb[..., 0],
+             "bits.png": np.where(rgb[..., 0] > 127, 255, 0).astype(np.uint8)}
+    for name, want in exact.items():
+        got = load_image(tmp_path / name)
+        assert got.shape == (3, 24, 32) and got.dtype == torch.float32, name
+        assert torch.equal(got, _expected_rgb(want)), name
+    cmyk, ref = load_image(tmp_path / "cmyk.jpg"), load_image(tmp_path / "rgb.jpg")
+    assert (cmyk - _expected_rgb(rgb)).abs().mean() < 2 / 255 and (cmyk - ref).abs().max() < 12 / 255
+    # through a dataset folder: a CMYK degraded image and a 16-bit clean one pair up like any other
+    (tmp_path / "lq").mkdir()
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "cmyk.jpg").rename(tmp_path / "lq" / "0001.jpg")
+    (tmp_path / "rgb16.png").rename(tmp_path / "gt" / "0001.png")
+    item = PairedFolder(tmp_path / "lq", tmp_path / "gt")[0]
+    assert torch.equal(item["lq"], cmyk) and torch.equal(item["gt"], _expected_rgb((rgb16 >> 8).astype(np.uint8)))
+
+
+@pytest.mark.parametrize("mode", ["F", "I", "LAB", "truncated"])
+def test_images_without_colours_or_damaged_are_refused_naming_the_file(tmp_path, mode):
+    from PIL import Image
+
+    from irlib.data import DatasetError, PairedFolder
+
+    rgb = _smooth_rgb()
+    for d in ("lq", "gt"):
+        (tmp_path / d).mkdir()
+        Image.fromarray(rgb).save(tmp_path / d / "0001.png")
+    bad = tmp_path / "lq" / "0002.tif"
+    if mode == "F":
+        Image.fromarray(rgb[..., 0].astype(np.float32) / 255).save(bad)
+    elif mode == "I":
+        Image.fromarray(rgb[..., 0].astype(np.int32) * 1000).save(bad)
+    elif mode == "LAB":
+        Image.fromarray(rgb).convert("LAB").save(bad)
+    else:
+        Image.fromarray(rgb).save(bad)
+        bad.write_bytes(bad.read_bytes()[:400])
+    Image.fromarray(rgb).save(tmp_path / "gt" / "0002.png")
+    ds = PairedFolder(tmp_path / "lq", tmp_path / "gt")
+    assert ds[0]["lq"].shape == (3, 24, 32)
+    expected = {"F": "32-bit float pixels", "I": "32-bit integer pixels", "LAB": "CIELab colours",
+                "truncated": "Re-download it"}[mode]
+    with pytest.raises(DatasetError, match=rf"cannot read image {bad}: .*{expected}"):
+        ds[1]
+
+
 # ------------------------------------------------------------------------------------ 6. downloads: short bodies, litter
 @pytest.fixture
 def short_server(tmp_path):
