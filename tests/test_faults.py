@@ -743,8 +743,9 @@ def test_a_busy_local_worker_dies_with_the_process_that_started_it(tmp_path):
     plan.submit_plans([p], store, plan.Context("data", store.root))
     key = p.runs()[0].key()
     driver = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom irlib.engine import RunStore\nfrom irlib.engine.execute import "
-         "LocalExecutor\nLocalExecutor(RunStore(sys.argv[1]), jobs=1).run([sys.argv[2]])\n", str(store.root), key],
+        [sys.executable, "-c", ("import sys\nfrom irlib.engine import RunStore\nfrom irlib.engine.execute import "
+                                "LocalExecutor\nLocalExecutor(RunStore(sys.argv[1]), jobs=1).run([sys.argv[2]])\n"),
+         str(store.root), key],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     workers: list[int] = []
     try:

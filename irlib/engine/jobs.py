@@ -17,8 +17,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..io import CorruptFile, atomic_torch_save, atomic_write_json, atomic_write_text, clean_partials, quarantine
 from .context import Context
