@@ -110,10 +110,14 @@ def parameters_cell(path: Path) -> dict[str, Param]:
     if cell is None:
         return {}
     src = cell.source
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(src).readline) if tok.type == tokenize.COMMENT}
+    try:
+        comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                    for tok in tokenize.generate_tokens(io.StringIO(src).readline) if tok.type == tokenize.COMMENT}
+        body = ast.parse(src).body
+    except (SyntaxError, tokenize.TokenError) as e:
+        raise UsageError(f"{path}: its parameters cell is not valid Python ({e})") from None
     out = {}
-    for node in ast.parse(src).body:
+    for node in body:
         target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else \
             node.target if isinstance(node, ast.AnnAssign) else None
         if not isinstance(target, ast.Name) or node.value is None:

@@ -317,6 +317,9 @@ def test_parameter_values_are_checked_against_the_notebooks_types_before_anythin
     r = _cli("reproduce", "--out", str(out), "-p", "label", "0012", "-p", "lr", "0.5", "-p", "mode", "paper", nbdir=nbdir)
     assert r.returncode == 0, r.stderr
     assert pd.read_csv(out / "smoke" / "results.csv").notes[0] == repr((3, 0.5, False, "paper", "0012"))
+    _nb(nbdir / "alpha.ipynb", "pass", extra="steps = (3\n")          # a broken parameters cell is named
+    with pytest.raises(UsageError, match=r"alpha.ipynb: its parameters cell is not valid Python"):
+        check_params({"alpha": []}, {"steps": "1"})
 
 
 def test_reproduce_fails_when_the_notebook_ran_but_its_runs_did_not(tmp_path):
