@@ -9,7 +9,9 @@ cancels what is queued, and still writes the status table and a partial report; 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,10 +77,65 @@ def select(only: Sequence[str] | None) -> dict[str, list[str]]:
     return {n: chosen[n] for n in nbs if n in chosen}
 
 
-def notebook_parameters(name: str) -> dict:
-    from papermill.inspection import inspect_notebook
+@dataclass(frozen=True)
+class Param:
+    """One assignment of a notebook's ``parameters`` cell: its default, type and help comment. A comment with
+    ``one of: a, b, c`` declares the only values allowed (the list ends at ``(``, ``;`` or the line's end)."""
 
-    return inspect_notebook(str(notebook_dir() / f"{name}.ipynb"))
+    name: str
+    default: object
+    type: str          # int, float, bool, str, NoneType, or "" when the default is not a literal
+    help: str = ""
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        m = re.search(r"one of:\s*([^(;]+)", self.help)
+        if not m:
+            return ()
+        return tuple(c.strip().strip("'\"") for c in re.split(r"[,|]", m.group(1)) if c.strip().strip("'\""))
+
+
+def parameters_cell(path: Path) -> dict[str, Param]:
+    """The parameters of the notebook at ``path`` (the cell tagged ``parameters``), read with :mod:`ast`: every
+    top-level ``NAME = literal`` or ``NAME: type = literal``, whatever its comment holds (papermill's own
+    line parser skips lines whose comment has brackets or quotes)."""
+    import ast
+    import io
+    import tokenize
+
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return {}
+    src = cell.source
+    try:
+        comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                    for tok in tokenize.generate_tokens(io.StringIO(src).readline) if tok.type == tokenize.COMMENT}
+        body = ast.parse(src).body
+    except (SyntaxError, tokenize.TokenError) as e:
+        raise UsageError(f"{path}: its parameters cell is not valid Python ({e})") from None
+    out = {}
+    for node in body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else \
+            node.target if isinstance(node, ast.AnnAssign) else None
+        if not isinstance(target, ast.Name) or node.value is None:
+            continue
+        try:
+            default = ast.literal_eval(node.value)
+            kind = type(default).__name__ if isinstance(default, (bool, int, float, str, type(None))) else ""
+        except ValueError:
+            default, kind = ast.get_source_segment(src, node.value), ""
+        if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name) and \
+                node.annotation.id in ("int", "float", "bool", "str"):
+            kind = node.annotation.id
+        out[target.id] = Param(target.id, default, kind, comments.get(node.end_lineno, ""))
+    return out
+
+
+def notebook_parameters(name: str) -> dict[str, Param]:
+    return parameters_cell(notebook_dir() / f"{name}.ipynb")
 
 
 OWNED = {"profile": "--profile", "device": "--device", "data_root": "--data-root", "seed": "--seed",
@@ -87,21 +144,61 @@ OWNED = {"profile": "--profile", "device": "--device", "data_root": "--data-root
 """Notebook parameters ``irlib reproduce`` sets from its own options: ``-p`` may not override them (a ``-p profile
 full`` under ``--profile smoke`` would run the full plan into ``smoke/``, past the preflight)."""
 
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "True or False"}
 
-def check_params(selection: dict[str, list[str]], params: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Which ``-p NAME VALUE`` goes to which notebook: a name must exist in the parameters cell of at least one
-    selected notebook (and goes only to those), and must not be one the command line owns (:data:`OWNED`)."""
+
+def parse_value(p: Param, value: str, notebook: str) -> object:
+    """``value`` (a ``-p`` string) as the type of ``p``'s default, or :class:`UsageError` naming the parameter,
+    the value and what is expected. Strings stay strings (``-p only 1`` is ``"1"``, not ``1``); a parameter whose
+    default is ``None`` or not a literal takes papermill's reading (True/False/None, int, float, else text)."""
+    where = f"(in {notebook}, default {p.default!r})"
+    if p.choices and value not in p.choices:
+        raise UsageError(f"-p {p.name} {value!r}: expected one of {', '.join(p.choices)} {where}")
+    try:
+        if p.type == "bool":
+            if value not in ("True", "False", "true", "false", "1", "0"):
+                raise ValueError(value)
+            return value in ("True", "true", "1")
+        if p.type == "int":
+            return int(value)
+        if p.type == "float":
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError(value)
+            return out
+    except ValueError:
+        raise UsageError(f"-p {p.name} {value!r}: expected {_EXPECTED[p.type]} {where}") from None
+    if p.type == "str":
+        return value
+    return {"True": True, "False": False, "None": None}.get(value, _number_or_text(value))
+
+
+def _number_or_text(value: str) -> object:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def check_params(selection: dict[str, list[str]], params: dict[str, str]) -> dict[str, dict[str, object]]:
+    """Which ``-p NAME VALUE`` goes to which notebook, as the value of that notebook's parameter type: a name must
+    exist in the parameters cell of at least one selected notebook (and goes only to those), must not be one the
+    command line owns (:data:`OWNED`), and its value must read as the parameter's type and declared choices
+    (:func:`parse_value`) — all checked before anything runs."""
     for k in params:
         if k in OWNED:
             raise UsageError(f"-p {k}: set by irlib reproduce itself; use {OWNED[k]} instead")
-    per: dict[str, dict[str, str]] = {n: {} for n in selection}
+    declared = {n: notebook_parameters(n) for n in selection}
+    per: dict[str, dict[str, object]] = {n: {} for n in selection}
     for k, v in params.items():
-        takers = [n for n in selection if k in notebook_parameters(n)]
+        takers = [n for n in selection if k in declared[n]]
         if not takers:
-            valid = sorted(set().union(*(notebook_parameters(n) for n in selection)))
+            valid = sorted(set().union(*declared.values()))
             raise UsageError(f"-p {k}: no selected notebook has a parameter {k!r}; they have: {', '.join(valid)}")
         for n in takers:
-            per[n][k] = v
+            per[n][k] = parse_value(declared[n][k], str(v), n)
     return per
 
 
@@ -118,7 +215,10 @@ def writable(out: Path) -> None:
 # ------------------------------------------------------------------------------------------ running
 @dataclass
 class Runner:
-    """Executes notebooks with papermill in their own process groups, so a signal stops them at once."""
+    """Executes notebooks with papermill in their own process groups, so a signal stops them at once. Papermill
+    gets SIGTERM when this process dies, even by SIGKILL (:func:`irlib.procs.die_with_parent`); its kernel exits
+    within a second of papermill (ipykernel polls ``JPY_PARENT_PID``, which jupyter_client sets), and local
+    executor workers carry the same parent-death signal."""
 
     out_root: Path
     timeout: int | None = None
@@ -139,7 +239,7 @@ class Runner:
         if self.timeout:
             cmd += ["--execution-timeout", str(self.timeout)]
         for k, v in {**params, "out_dir": str(out_dir)}.items():
-            cmd += ["-p", k, str(v)]
+            cmd += ["-r" if isinstance(v, str) else "-p", k, str(v)]   # -r: text stays text ("1" is not 1)
         env = dict(os.environ)
         if threads:  # parallel notebooks share the cores instead of oversubscribing them
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))

@@ -16,7 +16,7 @@ device = "cpu"
 data_root = "data"
 seed = 0
 out_dir = "reports/smoke/benchmarks"
-scale = "tiny"       # "paper": the papers' sizes (GPU only)
+scale = "tiny"       # one of: tiny, paper ("paper": the papers' sizes, GPU only)
 steps = 3            # timed steps per variant (tiny); paper scale uses 20
 variants = "release step,irlib loop,release computation"   # substrings of the variants to time ("" = all of them)
 

@@ -227,12 +227,12 @@ def test_reading_a_finished_store_writes_nothing(finished, tmp_path, capsys):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _nb(path: Path, code: str) -> None:
+def _nb(path: Path, code: str, extra: str = "") -> None:
     import nbformat
 
     n = nbformat.v4.new_notebook()
     p = nbformat.v4.new_code_cell('profile = "smoke"\ndevice = "cpu"\ndata_root = "d"\nseed = 0\nout_dir = "o"\n'
-                                  'runs_dir = ""\nonly = ""\nskip_data = ""\n')
+                                  'runs_dir = ""\nonly = ""\nskip_data = ""\n' + extra)
     p.metadata["tags"] = ["parameters"]
     n.cells = [p, nbformat.v4.new_code_cell(code)]
     n.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -286,6 +286,40 @@ def test_parameters_the_command_line_owns_are_refused(tmp_path):
     assert r.returncode == 2 and "-p profile: set by irlib reproduce itself; use --profile" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "out" / "smoke" / "alpha").exists()    # refused before anything ran
+
+
+TYPED = ('steps = 3            # steps per variant (tiny); paper uses 20\nlr = 1e-3\nflag = False\n'
+         'mode = "tiny"        # one of: tiny, paper ("paper": GPU only)\n'
+         'label = "x"          # substrings to keep ("" = all of them)\n')
+
+
+def test_parameter_values_are_checked_against_the_notebooks_types_before_anything_runs(tmp_path, monkeypatch):
+    from irlib.reproduce import UsageError, check_params
+
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    code = ROW.format(value=1.0).replace("notes=''", "notes=repr((steps, lr, flag, mode, label))")
+    _nb(nbdir / "alpha.ipynb", code, extra=TYPED)
+    monkeypatch.setenv("IRLIB_NOTEBOOKS", str(nbdir))
+    ok = check_params({"alpha": []}, {"steps": "7", "lr": "2e-4", "flag": "True", "mode": "paper", "label": "1"})
+    assert ok == {"alpha": {"steps": 7, "lr": 2e-4, "flag": True, "mode": "paper", "label": "1"}}
+    for name, value, expected in [("steps", "ten", "expected an integer"), ("steps", "2.5", "expected an integer"),
+                                  ("lr", "fast", "expected a number"), ("lr", "nan", "expected a number"),
+                                  ("flag", "yes", "expected True or False"),
+                                  ("mode", "huge", "expected one of tiny, paper")]:
+        with pytest.raises(UsageError, match=rf"-p {name} '{value}': {expected} \(in alpha, default "):
+            check_params({"alpha": []}, {name: value})
+    out = tmp_path / "out"
+    r = _cli("reproduce", "--out", str(out), "-p", "steps", "ten", nbdir=nbdir)
+    assert r.returncode == 2 and "-p steps 'ten': expected an integer (in alpha, default 3)" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (out / "smoke" / "alpha").exists()
+    # a text parameter given digits stays text, a number arrives as a number, the commented line is seen
+    r = _cli("reproduce", "--out", str(out), "-p", "label", "0012", "-p", "lr", "0.5", "-p", "mode", "paper", nbdir=nbdir)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(out / "smoke" / "results.csv").notes[0] == repr((3, 0.5, False, "paper", "0012"))
+    _nb(nbdir / "alpha.ipynb", "pass", extra="steps = (3\n")          # a broken parameters cell is named
+    with pytest.raises(UsageError, match=r"alpha.ipynb: its parameters cell is not valid Python"):
+        check_params({"alpha": []}, {"steps": "1"})
 
 
 def test_reproduce_fails_when_the_notebook_ran_but_its_runs_did_not(tmp_path):
@@ -396,6 +430,144 @@ def test_rows_are_bit_identical_whatever_the_order_runs_were_built_in(tmp_path):
                                   check_exact=True)
 
 
+def test_rows_are_bit_identical_inline_and_with_one_or_two_local_workers(tmp_path, monkeypatch):
+    """Workers get ``OMP_NUM_THREADS`` = cores / jobs and a notebook kernel has its own count; every job runs
+    with the thread count recorded in its ``job.json`` (1 here), so the weights and rows do not depend on the
+    executor or ``--jobs``."""
+    from irlib.engine.execute import LocalExecutor
+
+    monkeypatch.delenv("IRLIB_THREADS", raising=False)
+    p = tiny_plan(steps=12, extra_spn=True, spn_lam=0.5)
+    stores = {}
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)            # the caller's count differs from the recorded one, and is restored
+    try:
+        stores["inline"] = RunStore(tmp_path / "inline")
+        assert list(_run(p, stores["inline"]).state) == ["done", "done"]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for jobs in (1, 2):
+        stores[jobs] = store = RunStore(tmp_path / f"local{jobs}")
+        st = plan.execute(p, store, plan.Context("data", store.root), executor=LocalExecutor(store, jobs=jobs))
+        assert list(st.state) == ["done", "done"], st.error.tolist()
+    keys = [r.key() for r in p.runs()]
+    assert {json.loads((stores[1].dir(k) / "job.json").read_text())["threads"] for k in keys} == {1}
+    ref = gather(p, stores["inline"]).drop(columns="runs")
+    for name in (1, 2):
+        for k in keys:
+            a = torch.load(stores["inline"].dir(k) / "final.pt", weights_only=True)["model"]
+            b = torch.load(stores[name].dir(k) / "final.pt", weights_only=True)["model"]
+            assert all(torch.equal(a[n], b[n]) for n in a), (name, k)
+        pd.testing.assert_frame_equal(gather(p, stores[name]).drop(columns="runs"), ref, check_exact=True)
+
+
+def test_a_wrong_thread_count_is_refused_when_the_job_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("IRLIB_THREADS", "many")
+    with pytest.raises(ValueError, match="IRLIB_THREADS='many': expected a positive integer"):
+        plan.submit_plans([tiny_plan()], RunStore(tmp_path), plan.Context("data", tmp_path))
+    monkeypatch.setenv("IRLIB_THREADS", "3")
+    p = tiny_plan()
+    store = RunStore(tmp_path)
+    plan.submit_plans([p], store, plan.Context("data", tmp_path))
+    assert json.loads((store.dir(p.runs()[0].key()) / "job.json").read_text())["threads"] == 3
+
+
+# ------------------------------------------------------------------------------------ 4. images in every mode
+def _png16(path: Path, a: np.ndarray) -> None:
+    """A 16-bit PNG (grey HxW or RGB HxWx3 uint16) written chunk by chunk: Pillow cannot write 16-bit RGB."""
+    import struct
+    import zlib
+
+    h, w = a.shape[:2]
+    raw = b"".join(b"\0" + a[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if a.ndim == 3 else 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def _smooth_rgb(h: int = 24, w: int = 32) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (h + w - 2)], -1).astype(np.uint8)
+
+
+def _expected_rgb(a: np.ndarray) -> torch.Tensor:
+    a = np.repeat(a[..., None], 3, 2) if a.ndim == 2 else a
+    return torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)
+
+
+def test_images_in_every_mode_are_read_as_their_colours(tmp_path):
+    """16-bit grey used to come out white (``convert("RGB")`` clips levels above 255); each mode a dataset may
+    hold is checked against the colours it encodes."""
+    from PIL import Image
+
+    from irlib.data import PairedFolder, load_image
+
+    rng = np.random.default_rng(0)
+    rgb = _smooth_rgb()
+    grey16 = rng.integers(0, 65536, rgb.shape[:2]).astype(np.uint16)
+    rgb16 = rng.integers(0, 65536, rgb.shape).astype(np.uint16)
+    _png16(tmp_path / "grey16.png", grey16)
+    _png16(tmp_path / "rgb16.png", rgb16)
+    pal = Image.fromarray(rgb).quantize(16)
+    pal.save(tmp_path / "palette_alpha.png", transparency=0)
+    rgba = np.concatenate([rgb, rng.integers(0, 256, rgb.shape[:2] + (1,)).astype(np.uint8)], 2)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgba[..., [0, 3]], "LA").save(tmp_path / "la.png")
+    Image.fromarray(rgb[..., 0] > 127).save(tmp_path / "bits.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100, subsampling=0)
+    Image.fromarray(rgb).save(tmp_path / "rgb.jpg", quality=100, subsampling=0)
+    exact = {"grey16.png": (grey16 >> 8).astype(np.uint8), "rgb16.png": (rgb16 >> 8).astype(np.uint8),
+             "palette_alpha.png": np.asarray(pal.convert("RGB")), "rgba.png": rgb, "la.png": rgb[..., 0],
+             "bits.png": np.where(rgb[..., 0] > 127, 255, 0).astype(np.uint8)}
+    for name, want in exact.items():
+        got = load_image(tmp_path / name)
+        assert got.shape == (3, 24, 32) and got.dtype == torch.float32, name
+        assert torch.equal(got, _expected_rgb(want)), name
+    cmyk, ref = load_image(tmp_path / "cmyk.jpg"), load_image(tmp_path / "rgb.jpg")
+    assert (cmyk - _expected_rgb(rgb)).abs().mean() < 2 / 255 and (cmyk - ref).abs().max() < 12 / 255
+    # through a dataset folder: a CMYK degraded image and a 16-bit clean one pair up like any other
+    (tmp_path / "lq").mkdir()
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "cmyk.jpg").rename(tmp_path / "lq" / "0001.jpg")
+    (tmp_path / "rgb16.png").rename(tmp_path / "gt" / "0001.png")
+    item = PairedFolder(tmp_path / "lq", tmp_path / "gt")[0]
+    assert torch.equal(item["lq"], cmyk) and torch.equal(item["gt"], _expected_rgb((rgb16 >> 8).astype(np.uint8)))
+
+
+@pytest.mark.parametrize("mode", ["F", "I", "LAB", "truncated"])
+def test_images_without_colours_or_damaged_are_refused_naming_the_file(tmp_path, mode):
+    from PIL import Image
+
+    from irlib.data import DatasetError, PairedFolder
+
+    rgb = _smooth_rgb()
+    for d in ("lq", "gt"):
+        (tmp_path / d).mkdir()
+        Image.fromarray(rgb).save(tmp_path / d / "0001.png")
+    bad = tmp_path / "lq" / "0002.tif"
+    if mode == "F":
+        Image.fromarray(rgb[..., 0].astype(np.float32) / 255).save(bad)
+    elif mode == "I":
+        Image.fromarray(rgb[..., 0].astype(np.int32) * 1000).save(bad)
+    elif mode == "LAB":
+        Image.fromarray(rgb).convert("LAB").save(bad)
+    else:
+        Image.fromarray(rgb).save(bad)
+        bad.write_bytes(bad.read_bytes()[:400])
+    Image.fromarray(rgb).save(tmp_path / "gt" / "0002.png")
+    ds = PairedFolder(tmp_path / "lq", tmp_path / "gt")
+    assert ds[0]["lq"].shape == (3, 24, 32)
+    expected = {"F": "32-bit float pixels", "I": "32-bit integer pixels", "LAB": "CIELab colours",
+                "truncated": "Re-download it"}[mode]
+    with pytest.raises(DatasetError, match=rf"cannot read image {bad}: .*{expected}"):
+        ds[1]
+
+
 # ------------------------------------------------------------------------------------ 6. downloads: short bodies, litter
 @pytest.fixture
 def short_server(tmp_path):
@@ -490,3 +662,116 @@ def test_a_truncated_final_checkpoint_found_while_evaluating_retrains_in_the_sam
     assert list(_run(p, store).state) == ["done"]
     assert _quarantined(store.dir(key), "final.pt") and _quarantined(store.dir(key), "evals")
     pd.testing.assert_frame_equal(gather(p, store), rows)
+
+
+# ------------------------------------------------------------------------------------ 5. no orphans
+def _tree(pid: int) -> list:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(procs: list) -> list:
+    import psutil
+
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_killing_reproduce_with_sigkill_leaves_no_papermill_or_kernel_behind(tmp_path):
+    """``kill -9`` of the main ``irlib reproduce`` process alone (no process group signal): papermill, the
+    notebook's kernel and what the kernel started all die with it within seconds, not at the end of the cell."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("psutil")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux-only")
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _nb(nbdir / "alpha.ipynb", "import os, time\nos.makedirs(out_dir, exist_ok=True)\n"
+                               "open(out_dir + '/started', 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "irlib.cli", "reproduce", "--out", str(out)], cwd=REPO,
+                         env={**os.environ, "IRLIB_NOTEBOOKS": str(nbdir), "PYTHONPATH": str(REPO)},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = out / "smoke" / "alpha" / "started"
+    tree: list = []
+    try:
+        deadline = time.time() + 120
+        while not (started.is_file() and started.read_text()) and time.time() < deadline and p.poll() is None:
+            time.sleep(0.2)
+        assert started.is_file(), "the notebook never started"
+        tree = _tree(p.pid)
+        assert int(started.read_text()) in {q.pid for q in tree}   # the kernel is in reproduce's tree
+        assert len(tree) >= 3                                       # reproduce, papermill, the kernel
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
+        deadline = time.time() + 15
+        while _alive(tree[1:]) and time.time() < deadline:
+            time.sleep(0.2)
+        left = _alive(tree[1:])
+        assert not left, [(q.pid, q.cmdline()[:4]) for q in left]
+    finally:
+        p.kill()
+        for q in _alive(tree[1:]):
+            q.kill()
+
+
+def test_a_busy_local_worker_dies_with_the_process_that_started_it(tmp_path):
+    """The local executor's worker is in a session of its own (so Ctrl-C reaches it only through ``terminate``);
+    when the process driving it is killed with SIGKILL mid-run, the worker gets SIGTERM (parent-death signal),
+    checkpoints and exits instead of training to the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux-only")
+    p = tiny_plan(steps=100_000)
+    store = RunStore(tmp_path / "runs")
+    plan.submit_plans([p], store, plan.Context("data", store.root))
+    key = p.runs()[0].key()
+    driver = subprocess.Popen(
+        [sys.executable, "-c", ("import sys\nfrom irlib.engine import RunStore\nfrom irlib.engine.execute import "
+                                "LocalExecutor\nLocalExecutor(RunStore(sys.argv[1]), jobs=1).run([sys.argv[2]])\n"),
+         str(store.root), key],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 180
+        while store.progress(key) is None and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.3)
+        assert store.progress(key) is not None, "the worker never started training"
+        import psutil
+
+        workers = [c.pid for c in psutil.Process(driver.pid).children()]
+        assert len(workers) == 1
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(10)
+        deadline = time.time() + 30
+        while _alive([psutil.Process(w) for w in workers if psutil.pid_exists(w)]) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not psutil.pid_exists(workers[0]) or not _alive([psutil.Process(workers[0])]), "worker still training"
+        assert (store.dir(key) / "ckpt" / "last.pt").is_file()       # it checkpointed on the way out
+        assert store.done(key) is None
+    finally:
+        driver.kill()
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -28,18 +28,43 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float() / 255.0
 
 
+_CONVERTIBLE = ("RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "1", "P", "PA", "CMYK", "YCbCr")
+
+
 def load_image(path: str | Path) -> torch.Tensor:
-    """Read an image file as a 3xHxW float tensor, with a clear error when it cannot be decoded."""
+    """Read an image file as a 3xHxW float tensor in [0, 1] (8-bit levels), with a clear error naming the file
+    when it cannot be decoded or its pixels cannot be read as colours.
+
+    Grey, 1-bit, palette (with or without transparency), CMYK and YCbCr images become RGB; an alpha channel is
+    dropped (as ``cv2.IMREAD_COLOR`` and ``.convert("RGB")`` in the releases do). 16-bit images keep their high
+    byte: Pillow reads 16-bit RGB PNGs that way itself, and 16-bit grey (``I;16``) is scaled the same, where a plain
+    ``convert("RGB")`` would clip every level above 255 to white. Float and 32-bit integer images (no agreed
+    range) and other modes are refused."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
-            arr = np.asarray(im.convert("RGB"))
+            mode = im.mode
+            if mode.startswith("I;16") or (mode == "I" and im.format == "PNG"):   # 16-bit grey
+                grey = np.asarray(im).astype(np.int64)
+                if grey.min() < 0 or grey.max() > 65535:
+                    raise DatasetError(f"cannot read image {path}: 16-bit grey with levels outside 0..65535")
+                arr = (grey >> 8).astype(np.uint8)
+            elif mode in _CONVERTIBLE:
+                arr = np.asarray(im.convert("RGB"))
+            else:
+                raise DatasetError(
+                    f"cannot read image {path}: pixel mode {mode!r} ({_MODE_NAMES.get(mode, 'not a colour image')}) "
+                    f"has no agreed 0..1 range; convert it to an 8- or 16-bit RGB PNG")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot read image {path}: {e}. Re-download it (irlib data fetch) or remove it.") from e
     return to_tensor(arr)
+
+
+_MODE_NAMES = {"F": "32-bit float pixels", "I": "32-bit integer pixels", "LAB": "CIELab colours",
+               "HSV": "HSV colours"}
 
 
 def save_image(x: torch.Tensor, path: str | Path) -> None:

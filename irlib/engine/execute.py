@@ -28,7 +28,7 @@ from typing import Callable, Protocol, Sequence
 
 import pandas as pd
 
-from ..procs import stop_process_groups
+from ..procs import die_with_parent, stop_process_groups
 from .context import Context
 from .core import Plan
 from .spec import RunSpec
@@ -255,7 +255,7 @@ class LocalExecutor:
         dev = "cuda:0" if self.device.startswith("cuda") else self.device
         p = subprocess.Popen([sys.executable, "-m", "irlib.engine.worker", str(self.store.root), dev],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
-                             env=env, start_new_session=True)
+                             env=env, start_new_session=True, preexec_fn=die_with_parent)
         log.close()
         with self._lock:
             self._procs.append(p)

@@ -10,12 +10,14 @@ again (see :mod:`irlib.engine.store` for the other files).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,8 @@ def run_job(store_root: str | Path, key: str, device: str = "cpu") -> None:
         try:
             clean_partials(store.dir(key))   # litter of a writer killed mid-write
             job = store.job(key)
-            (_train_and_evaluate if job["kind"] == "run" else _study)(store, key, job, device)
+            with torch_threads(int(job.get("threads") or 1)):
+                (_train_and_evaluate if job["kind"] == "run" else _study)(store, key, job, device)
             (store.dir(key) / "error.json").unlink(missing_ok=True)
         except KeyboardInterrupt:
             raise
@@ -79,6 +82,21 @@ def run_job(store_root: str | Path, key: str, device: str = "cpu") -> None:
             except OSError:   # a read-only or full store: the exception itself still says what failed
                 pass
             raise
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the body with ``n`` torch intra-op threads (the job's recorded count), then restore the caller's: the
+    inline executor inside a notebook kernel, a local worker with its ``OMP_NUM_THREADS`` and a Slurm task all
+    compute a job's bits the same way."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class EvaluationFailed(RuntimeError):

@@ -4,7 +4,8 @@
 
 * ``job.json`` — the spec (``spec``), the evaluations asked of it (``evals``), the execution context
   (``context``: data root, local weight files) and the data its results were made from (``data``: that data
-  root and a fingerprint of each split, :func:`irlib.data.splits.fingerprint`); written atomically, merged when a
+  root and a fingerprint of each split, :func:`irlib.data.splits.fingerprint`) and the torch thread count every
+  executor runs it with (``threads``, :func:`default_threads`); written atomically, merged when a
   plan asks for more evals. Re-submitting it on a data root whose splits differ raises :class:`DataMismatch`
   (naming both roots) once the job has results, instead of silently reusing them;
 * ``lock`` — held (``flock``) by the one process working on it: two identical specs train once;
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import platform
 import socket
 import subprocess
@@ -100,6 +102,20 @@ class DataMismatch(ValueError):
     """A job's results were made from other data than the data root it is asked to use now."""
 
 
+def default_threads() -> int:
+    """The torch intra-op thread count a new job records (``IRLIB_THREADS``, default 1). Every executor runs
+    the job with its recorded count (:func:`irlib.engine.jobs.run_job`): CPU reductions split their sums by
+    thread, so the bits of a run would otherwise depend on ``--jobs`` and the executor."""
+    value = os.environ.get("IRLIB_THREADS", "1")
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"IRLIB_THREADS={value!r}: expected a positive integer (torch threads per job)")
+    return n
+
+
 class RunStore:
     """Folders of runs and studies under ``root``; see the module docstring for what each holds."""
 
@@ -160,7 +176,8 @@ class RunStore:
                 old = None
         job = json.loads(json.dumps(old)) if old is not None else {
             "kind": "run" if isinstance(spec, RunSpec) else "study", "spec": json.loads(canonical_json(spec)),
-            "label": getattr(spec, "label", "") or getattr(spec, "name", ""), "evals": []}
+            "label": getattr(spec, "label", "") or getattr(spec, "name", ""), "evals": [],
+            "threads": default_threads()}
         have = {canonical_json(load_spec(json.dumps(e))) for e in job["evals"]}
         for ev in evals:
             if canonical_json(ev) not in have:
