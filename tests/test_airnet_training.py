@@ -120,6 +120,15 @@ def test_term_windows_follow_the_plan_and_shrink_under_rehearsal_caps():
     assert term_weight(r["airnet_contrast"], rehearse) == StepWeight(((0, 1.0), (1, 0.1)))
 
 
+def test_the_planned_network_is_the_release_with_a_queue_for_six_types():
+    from irlib.engine.features import FeatureBank
+    from irlib.engine.runner import build_model
+
+    m = build_model(_airnet_spec("full"), FeatureBank("random", "full"))
+    assert m.E.E.K == 6 * 256 and m.E.E.queue.shape == (256, 6 * 256)
+    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == 7_610_377   # the release's fixture count
+
+
 def test_tiny_airnet_trains_encoder_first_then_everything():
     """Three steps of the smoke plan's AirNet (encoder-only stage of 2 steps) through the engine: the encoder-only
     steps change the query encoder, the momentum encoder and the queue but leave the restorer's weights (and

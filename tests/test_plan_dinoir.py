@@ -74,7 +74,7 @@ def test_other_methods_the_authors_ran_are_comparisons_not_citations(full):
     assert _runs(full, "Table 4", "AIRNet") == _runs(full, "Table 1", "AirNet")
     # AirNet: the release's two stages (encoder alone for 100 of 1000 400-step epochs, then L1 + 0.1 x contrastive)
     air = spec("AirNet")
-    assert air.forward == "airnet" and dict(air.net_kw) == {"queue_size": 6 * 256} and air.augment == "dihedral7"
+    assert air.forward == "airnet" and dict(air.net_kw) == {"batch_size": 6} and air.augment == "dihedral7"
     assert (air.schedule.steps, air.schedule.batch, air.schedule.patch, air.schedule.tick) == (400_000, 6, 128, 400)
     terms = {t.name: t for t in air.terms}
     assert set(terms) == {"l1", "airnet_contrast"} and terms["l1"].get("from") == 40_000
