@@ -17,6 +17,7 @@ Conventions
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -100,7 +101,7 @@ class Schedule:
                              f"(periods >= 1), got {self.periods}, {self.restart_weights}, {self.eta_mins}")
         if self.decay == "piecewise":
             starts = [seg[0] for seg in self.segments]
-            if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])) or any(
+            if not starts or starts[0] != 0 or any(b <= a for a, b in itertools.pairwise(starts)) or any(
                     seg[1] <= 0 or seg[2] <= 0 or seg[3] < 1 for seg in self.segments):
                 raise ValueError("piecewise needs segments (from_tick, lr, gamma, every) with from_tick strictly "
                                  f"increasing from 0, lr > 0, gamma > 0, every >= 1; got {self.segments}")

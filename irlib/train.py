@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import random
@@ -40,11 +41,11 @@ class StepWeight:
 
     def __post_init__(self) -> None:
         starts = [int(a) for a, _ in self.pieces]
-        if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+        if not starts or starts[0] != 0 or any(b <= a for a, b in itertools.pairwise(starts)):
             raise ValueError(f"StepWeight pieces need from_step strictly increasing from 0, got {self.pieces}")
 
     @classmethod
-    def window(cls, weight: float, start: int = 0, stop: int | None = None, then: float | None = None) -> "StepWeight":
+    def window(cls, weight: float, start: int = 0, stop: int | None = None, then: float | None = None) -> StepWeight:
         """``weight`` on steps ``[start, stop)``, off before ``start`` and ``then`` (default: off) from ``stop``."""
         pieces: list[tuple[int, float | None]] = [(0, None)] if start > 0 else []
         pieces.append((int(start), float(weight)))
@@ -59,7 +60,7 @@ class StepWeight:
         return next(w for a, w in reversed(self.pieces) if a <= step)
 
 
-def weight_at(weight: "float | StepWeight", step: int) -> float | None:
+def weight_at(weight: float | StepWeight, step: int) -> float | None:
     """A ``loss_terms`` weight on ``step`` (plain numbers hold on every step)."""
     return weight.at(step) if isinstance(weight, StepWeight) else weight
 
@@ -137,7 +138,7 @@ def _dist_info() -> tuple[int, int]:
 class Trainer:
     model: torch.nn.Module
     batches: Callable[[int], dict]
-    loss_terms: dict[str, tuple["float | StepWeight", LossFn]]
+    loss_terms: dict[str, tuple[float | StepWeight, LossFn]]
     lr: float = 2e-4
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -153,7 +154,7 @@ class Trainer:
     progress: bool = True
     scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
     ckpt_seconds: float = 0.0   # also checkpoint when this long has passed since the last save (preemption)
-    callback: Callable[["Trainer", dict], None] | None = None   # called after every step with the logged terms
+    callback: Callable[[Trainer, dict], None] | None = None   # called after every step with the logged terms
     step: int = field(default=0, init=False)
     collapsed: bool = field(default=False, init=False)
 

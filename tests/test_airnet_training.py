@@ -6,7 +6,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from irlib import plan
 from irlib.data import PairedPatches, PatchBatches
@@ -135,10 +134,16 @@ def test_tiny_airnet_trains_encoder_first_then_everything():
     its Adam state) untouched; the joint step changes the restorer and its loss is L1 + 0.1 x contrastive."""
     from irlib.engine.features import FeatureBank
     from irlib.engine.jobs import build_trainer
-    from irlib.engine.runner import build_model, build_terms, effective_schedule, train_forward, training_batches
+    from irlib.engine.runner import (
+        build_model,
+        build_terms,
+        effective_schedule,
+        train_forward,
+        training_batches,
+    )
 
     spec = _airnet_spec("smoke")
-    assert spec.forward == "airnet" and dict((t.name, t.get("from", t.get("until"))) for t in spec.terms) == {
+    assert spec.forward == "airnet" and {t.name: t.get("from", t.get("until")) for t in spec.terms} == {
         "l1": 2, "airnet_contrast": 2}
     fb = FeatureBank("random", "tiny")
     sched = effective_schedule(spec)
