@@ -80,7 +80,10 @@ def airnet_terms(steps: int) -> tuple[Term, ...]:
 # measurements, class "comparison", but are not reproduced): why, per method
 NOT_TRAINABLE = {
     "WGWS": "WGWS-Net trains a shared stage-1 network, then weather-specific parameters per degradation type, "
-            "selected by a per-task flag at train and test time; irlib's trainer has no per-task parameter stage",
+            "selected by a per-task flag at train and test time; irlib's trainer has no per-task parameter stage, "
+            "and stage 1's depth loss (zhuyr97/WGWS-Net@66f0813 README.md:31-34 --depth_loss True, "
+            "loss/losses.py:241-265) needs ADDS-DepthNet's pretrained ResNet-18 depth encoder/decoder, which irlib's "
+            "weight manifest does not hold",
     "DA-CLIP": "DA-CLIP trains its CLIP controller on degradation captions, then an IR-SDE restorer (700K steps, "
                "T=100 stochastic sampling); irlib has neither the caption/controller stage nor SDE training",
 }
