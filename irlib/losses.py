@@ -471,5 +471,13 @@ def edge(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) ->
     return sum(_charbonnier(laplacian_detail(o), gt) for o in _stages(out))
 
 
+def airnet_contrast(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
+    """AirNet's contrastive loss: cross-entropy of the degradation encoder's MoCo logits (positive key at index 0,
+    the queue after it) that :func:`irlib.models.airnet.training_forward` leaves in the batch."""
+    if "airnet_logits" not in batch:
+        raise KeyError("airnet_contrast needs the MoCo logits in the batch: train AirNet with forward='airnet'")
+    return F.cross_entropy(batch["airnet_logits"].float(), batch["airnet_labels"])
+
+
 LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "mse_pm1": mse_pm1, "l1_pm1": l1_pm1, "psnr": psnr_loss,
-                               "charbonnier": charbonnier, "edge": edge}
+                               "charbonnier": charbonnier, "edge": edge, "airnet_contrast": airnet_contrast}

@@ -17,6 +17,7 @@ Conventions
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported lazily: plans are built and listed without it
     import torch
 
-DECAYS = ("none", "step", "cosine", "warmup_cosine", "cosine_restarts")
+DECAYS = ("none", "step", "cosine", "warmup_cosine", "cosine_restarts", "piecewise")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
@@ -43,6 +44,10 @@ class Schedule:
       * ``"cosine_restarts"``: Restormer's ``CosineAnnealingRestartCyclicLR``: cycle ``i`` covers ``periods[i]`` ticks
         (a tick on a cycle's last value still belongs to it) and anneals from ``restart_weights[i]``-weighted ``lr``
         to ``eta_mins[i]``; past the last cycle the rate stays at ``eta_mins[-1]``.
+      * ``"piecewise"``: explicit ``segments`` ``((from_tick, lr, gamma, every), ...)``, ``from_tick`` increasing from
+        0: on tick ``t`` the last segment with ``from_tick <= t`` gives ``lr * gamma ** ((t - from_tick) // every)``.
+        It states the rate each tick *uses*, so a release that sets its rate after an epoch (AirNet's
+        ``train.py``) is written with each rule starting one tick later (see "AirNet DINO-IR mix").
     ``momentum`` is used by ``optimizer="sgd"`` only (the CUB classifier; irlib's Trainer takes adam/adamw).
     """
 
@@ -67,11 +72,14 @@ class Schedule:
     restart_weights: tuple[float, ...] = ()
     eta_mins: tuple[float, ...] = ()
     momentum: float = 0.0
+    # piecewise: (from_tick, lr, gamma, every) per segment; left out of a run's key while empty (older runs keep theirs)
+    segments: tuple[tuple[int, float, float, int], ...] = field(default=(), metadata={"omit_default": True})
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         for name in ("betas", "milestones", "periods", "restart_weights", "eta_mins"):  # lists (from JSON) -> tuples
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "segments", tuple((int(a), float(b), float(c), int(d)) for a, b, c, d in self.segments))
         for name in ("steps", "batch", "patch", "tick"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"Schedule.{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -91,6 +99,14 @@ class Schedule:
                 len(self.periods) == len(self.restart_weights) == len(self.eta_mins) >= 1 and min(self.periods) >= 1):
             raise ValueError("cosine_restarts needs equally long, non-empty periods, restart_weights and eta_mins "
                              f"(periods >= 1), got {self.periods}, {self.restart_weights}, {self.eta_mins}")
+        if self.decay == "piecewise":
+            starts = [seg[0] for seg in self.segments]
+            if not starts or starts[0] != 0 or any(b <= a for a, b in itertools.pairwise(starts)) or any(
+                    seg[1] <= 0 or seg[2] <= 0 or seg[3] < 1 for seg in self.segments):
+                raise ValueError("piecewise needs segments (from_tick, lr, gamma, every) with from_tick strictly "
+                                 f"increasing from 0, lr > 0, gamma > 0, every >= 1; got {self.segments}")
+        elif self.segments:
+            raise ValueError(f"segments are read by decay='piecewise' only, not {self.decay!r}")
 
     def _cosine(self, t: float, T: float, hi: float, lo: float) -> float:
         return lo + (hi - lo) * 0.5 * (1 + math.cos(math.pi * t / T))
@@ -117,6 +133,9 @@ class Schedule:
                     return lo + weight * (self.lr - lo) * 0.5 * (1 + math.cos(math.pi * (t - start) / period))
                 start += period
             return self.eta_mins[-1]
+        if self.decay == "piecewise":
+            start, lr, gamma, every = next(seg for seg in reversed(self.segments) if seg[0] <= t)
+            return lr * gamma ** ((t - start) // every)
         return self.lr
 
     def scheduler(self, opt: "torch.optim.Optimizer") -> "torch.optim.lr_scheduler.LambdaLR":
@@ -164,6 +183,27 @@ _PROMPTIR = ("va1shn9v/PromptIR@49a78a3 options.py (--epochs 120, --batch_size 8
              "--patch_size 128) and @20eff77 train.py: AdamW lr 2e-4 (torch's default weight decay 0.01), "
              "LinearWarmupCosineAnnealingLR(warmup_epochs=15, max_epochs=150) stepped per epoch, L1, drop_last; "
              "epochs counted over DINO-IR's mix")
+# AirNet's release: an "epoch" is TrainDataset.__len__ = 400 * len(de_type) samples at batch len(de_type) (drop_last),
+# i.e. 400 steps whatever the data; de_type on DINO-IR's tasks as AirNet names them (denoise_15/25/50, derain, dehaze
+# and deblur): 6.
+AIRNET_EPOCH_STEPS = 400
+AIRNET_TYPES = 6
+AIRNET_EPOCHS = 1000
+AIRNET_ENCODER_EPOCHS = 100
+_AIRNET = ("XLearning-SCU/2022-CVPR-AirNet@bedea82 option.py:8-15,31 (epochs 1000, epochs_encoder 100, lr 1e-3, "
+           "patch_size 128, batch_size = len(de_type)), train.py:19-20 (shuffle, drop_last), :27 (Adam over all "
+           "parameters, default betas), :40-48 (epoch < epochs_encoder: CE of the encoder's MoCo logits only; then "
+           "L1 + 0.1 x CE), :77-84 (after each epoch: lr = 1e-3 * 0.1 ** (epoch // 60) while epoch <= 100, else "
+           "1e-4 * 0.5 ** ((epoch - 100) // 125)); utils/dataset_utils.py:164-165 (__len__ = 400 * len(de_type), "
+           "so 400 steps an epoch), :123,152-153 (query and key: two crops of one degraded image). The rate a "
+           "tick (epoch) uses is the one set after the previous epoch: 1e-3 on epochs 0-60, 1e-4 on 61-101, then "
+           "1e-4 * 0.5 ** ((epoch - 101) // 125) (segments (0, 1e-3), (1, 1e-3 x0.1 per 60), (101, 1e-4 x0.5 per "
+           "125)). Choices: batch = len(de_type) with DINO-IR's six degradation types as AirNet counts them "
+           "(denoise_15/25/50, derain, dehaze, deblur): 6, queue 6 x 256; epochs are the release's 400-step epochs "
+           "(its epoch does not depend on the data), not passes over DINO-IR's mix; encoder-only for the first "
+           "100 x 400 = 40,000 steps (the plan's terms: l1 from that step, the contrastive weight 1 until it, 0.1 "
+           "after). Declared difference: irlib mixes DINO-IR's sources round-robin (one source per batch); the "
+           "release's batch holds one image of each degradation type")
 _KAIR = "cszn/KAIR options/swinir/{} (the SwinIR authors' training code)"
 _KAIR_COMMON = (": G_optimizer adam lr 2e-4 wd 0, no clipping, MultiStepLR milestones [250K, 400K, 450K, 475K, 500K] "
                 "gamma 0.5, E_decay (EMA) 0.999, L1; steps: 500K, the last milestone (KAIR's loop has no end of its "
@@ -322,6 +362,10 @@ ORIGINAL: dict[str, Schedule] = {
     "PromptIR DINO-IR mix": Schedule(
         120 * iters_per_epoch(DINOIR_MIX_EPOCH, 32), 32, 128, 2e-4, optimizer="adamw", weight_decay=0.01,
         decay="warmup_cosine", warmup=15, t_max=150, tick=iters_per_epoch(DINOIR_MIX_EPOCH, 32), source=_PROMPTIR),
+    "AirNet DINO-IR mix": Schedule(
+        AIRNET_EPOCHS * AIRNET_EPOCH_STEPS, AIRNET_TYPES, 128, 1e-3, decay="piecewise", tick=AIRNET_EPOCH_STEPS,
+        segments=((0, 1e-3, 1.0, 1), (1, 1e-3, 0.1, 60), (AIRNET_ENCODER_EPOCHS + 1, 1e-4, 0.5, 125)),
+        source=_AIRNET),
     # ------------------------------------------------------------------ DiffLoss
     "DiffLoss": Schedule(
         40_000, 4, 256, 1e-4, rec="mse",

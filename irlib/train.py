@@ -2,7 +2,10 @@
 
 * ``batches(step) -> dict`` supplies data; with :class:`irlib.data.PatchBatches` a batch is a pure
   function of (seed, step), so a resumed run sees exactly the batches an uninterrupted run would.
-* ``loss_terms``: ``{name: (weight, fn)}`` with ``fn(out, batch, model) -> scalar``. A term object
+* ``loss_terms``: ``{name: (weight, fn)}`` with ``fn(out, batch, model) -> scalar``; ``weight`` may be a
+  :class:`StepWeight` (a weight that changes, or a term that is switched off, at given steps: a term is not
+  computed on steps where it is off, and the forward sees the names of the terms on in ``batch["active"]``).
+  ``batch["step"]`` is the step. A term object
   may define ``after_step(model, step)`` (SPN's history models do) and ``state_dict``/``load_state_dict``
   (saved in checkpoints).
 * AMP (``amp="bf16"|"fp16"|None``), gradient clipping, EMA of weights, atomic checkpoints every
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import random
@@ -26,6 +30,39 @@ import torch
 from tqdm.auto import tqdm
 
 LossFn = Callable[[torch.Tensor, dict, torch.nn.Module], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepWeight:
+    """A loss term's weight as a function of the step: ``((from_step, weight), ...)`` with ``from_step`` increasing
+    from 0; a ``weight`` of ``None`` switches the term off from that step (it is then not computed at all)."""
+
+    pieces: tuple[tuple[int, float | None], ...]
+
+    def __post_init__(self) -> None:
+        starts = [int(a) for a, _ in self.pieces]
+        if not starts or starts[0] != 0 or any(b <= a for a, b in itertools.pairwise(starts)):
+            raise ValueError(f"StepWeight pieces need from_step strictly increasing from 0, got {self.pieces}")
+
+    @classmethod
+    def window(cls, weight: float, start: int = 0, stop: int | None = None, then: float | None = None) -> StepWeight:
+        """``weight`` on steps ``[start, stop)``, off before ``start`` and ``then`` (default: off) from ``stop``."""
+        pieces: list[tuple[int, float | None]] = [(0, None)] if start > 0 else []
+        pieces.append((int(start), float(weight)))
+        if stop is not None:
+            if stop <= start:
+                raise ValueError(f"a term window needs start < stop, got [{start}, {stop})")
+            pieces.append((int(stop), then))
+        return cls(tuple(pieces))
+
+    def at(self, step: int) -> float | None:
+        """The weight on ``step``, ``None`` where the term is off."""
+        return next(w for a, w in reversed(self.pieces) if a <= step)
+
+
+def weight_at(weight: float | StepWeight, step: int) -> float | None:
+    """A ``loss_terms`` weight on ``step`` (plain numbers hold on every step)."""
+    return weight.at(step) if isinstance(weight, StepWeight) else weight
 
 
 class TrainingCollapsed(RuntimeError):
@@ -101,7 +138,7 @@ def _dist_info() -> tuple[int, int]:
 class Trainer:
     model: torch.nn.Module
     batches: Callable[[int], dict]
-    loss_terms: dict[str, tuple[float, LossFn]]
+    loss_terms: dict[str, tuple[float | StepWeight, LossFn]]
     lr: float = 2e-4
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -190,12 +227,17 @@ class Trainer:
         self.net.train()
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "", None)
         dev_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        weights = {k: weight_at(w, self.step) for k, (w, _) in self.loss_terms.items()}
+        active = {k: (w, self.loss_terms[k][1]) for k, w in weights.items() if w is not None}
+        if not active:
+            raise ValueError(f"no loss term is on at step {self.step}: check the terms' step windows")
+        batch = {**batch, "step": self.step, "active": tuple(active)}
         with torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None):
             out = self.forward(self.net, batch) if self.forward else self.net(batch["lq"])
             # a multi-stage network (MPRNet) returns its stage images; its loss terms sum over them
             out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
-            values = {k: fn(out, batch, self.model) for k, (_, fn) in self.loss_terms.items()}
-            total = sum(w * values[k] for k, (w, _) in self.loss_terms.items())
+            values = {k: fn(out, batch, self.model) for k, (_, fn) in active.items()}
+            total = sum(w * values[k] for k, (w, _) in active.items())
         # one device->host copy per step for all logged values (not one sync per term)
         logged = torch.stack([torch.as_tensor(v, device=total.device).detach().float().reshape(()) for v in (*values.values(), total)])
         terms = dict(zip([*values, "loss"], logged.tolist()))

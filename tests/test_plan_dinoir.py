@@ -57,20 +57,32 @@ def test_other_methods_the_authors_ran_are_comparisons_not_citations(full):
     assert set(comp[comp.table == "Table 4"].method) == {"AIRNet", "PromptIR"}
     assert "Table 1" not in full.cited and "Table 4" not in full.cited
     planned = comp[comp.status == "planned"]
-    assert set(planned.method) == {"DnCNN", "MPRNet", "NAFNet", "PromptIR"} and len(planned) == 4 * 16 + 4
+    assert set(planned.method) == {"DnCNN", "MPRNet", "NAFNet", "AirNet", "PromptIR", "AIRNet"}
+    assert len(planned) == 5 * 16 + 2 * 2 * 2   # Table 1: 16 per method; Table 4: AIRNet and PromptIR, 2 x 2 each
     excluded = {e.key.method: e.reason for e in full.excluded}
-    assert set(excluded) == {"AirNet", "WGWS", "DA-CLIP", "AIRNet"} and all(len(r) > 60 for r in excluded.values())
+    assert set(excluded) == {"WGWS", "DA-CLIP"} and all(len(r) > 60 for r in excluded.values())
+    assert len(full.excluded) == 2 * 16
     # each comparison method trains on DINO-IR's own four-task mix with its release's schedule, once for both tables
     def spec(method):
         return next(r for r in _rows(full, "Table 1", method).values() if isinstance(r.source, Measure)).source.runs[0]
 
-    for m in ("DnCNN", "MPRNet", "NAFNet", "PromptIR"):
+    for m in ("DnCNN", "MPRNet", "NAFNet", "AirNet", "PromptIR"):
         same = [(s.dataset, s.task, s.subset) for s in spec(m).train]
         assert len(_runs(full, "Table 1", m)) == 1 and same == [(s.dataset, s.task, s.subset) for s in spec("DINO-IR").train]
-        # noise stored as the release makes it: PromptIR clips and casts to uint8, the others keep float
-        assert {s.synth for s in spec(m).train} == ({"", "uint8"} if m == "PromptIR" else {""})
-        assert spec(m).schedule.source.startswith(("cszn/KAIR", "swz30/MPRNet", "megvii", "va1shn9v"))
+        # noise stored as the release makes it: PromptIR and AirNet clip and cast to uint8, the others keep float
+        assert {s.synth for s in spec(m).train} == ({"", "uint8"} if m in ("PromptIR", "AirNet") else {""})
+        assert spec(m).schedule.source.startswith(("cszn/KAIR", "swz30/MPRNet", "megvii", "va1shn9v",
+                                                   "XLearning-SCU/2022-CVPR-AirNet"))
     assert _runs(full, "Table 4", "PromptIR") == _runs(full, "Table 1", "PromptIR")
+    assert _runs(full, "Table 4", "AIRNet") == _runs(full, "Table 1", "AirNet")
+    # AirNet: the release's two stages (encoder alone for 100 of 1000 400-step epochs, then L1 + 0.1 x contrastive)
+    air = spec("AirNet")
+    assert air.forward == "airnet" and dict(air.net_kw) == {"batch_size": 6} and air.augment == "dihedral7"
+    assert (air.schedule.steps, air.schedule.batch, air.schedule.patch, air.schedule.tick) == (400_000, 6, 128, 400)
+    terms = {t.name: t for t in air.terms}
+    assert set(terms) == {"l1", "airnet_contrast"} and terms["l1"].get("from") == 40_000
+    assert (terms["airnet_contrast"].weight, terms["airnet_contrast"].get("until"),
+            terms["airnet_contrast"].get("then")) == (1.0, 40_000, 0.1)
     cited2 = classes[(classes.table == "Table 2") & (classes["class"] == "cited")]
     assert (cited2[cited2.method == "DA-CLIP"].cited_from == "source not stated").all()
     assert cited2[cited2.method == "CBM3D"].cited_from.str.contains("PromptIR").all()
@@ -95,7 +107,7 @@ def test_tables_share_the_paired_runs(full):
 
 def test_what_each_run_trains(full):
     runs = {r.key(): r for r in full.runs()}
-    assert len(runs) == 15 + 4 + 8   # + DnCNN, MPRNet, NAFNet, PromptIR in DINO-IR's setting + Fig. 1a single-task
+    assert len(runs) == 15 + 5 + 8   # + DnCNN, MPRNet, NAFNet, AirNet, PromptIR in DINO-IR's setting + Fig. 1a
     base = runs[_runs(full, "Table 1", "Restormer")[0]]
     dino = runs[_runs(full, "Table 1", "DINO-IR")[0]]
     psf = runs[_runs(full, "Table 3", "with PSF (Restormer)")[0]]
@@ -125,7 +137,7 @@ def test_what_each_run_trains(full):
     from irlib.papers.dinoir import plan as plan_mod
 
     per_sigma = plan_mod.build(plan.get_profile("full"), per_sigma=True)
-    assert len(per_sigma.runs()) == 17 + 4 + 8
+    assert len(per_sigma.runs()) == 17 + 5 + 8
 
 
 def test_v0_and_the_baseline_build_without_dinov2():
@@ -138,7 +150,7 @@ def test_v0_and_the_baseline_build_without_dinov2():
         m = build_model(r, fb)
         uses_dino = hasattr(m, "dino") and getattr(m, "use_psf", False)
         assert uses_dino == (r.net == "DINO-IR"), r.label
-    assert len(smoke.runs()) <= 27 and all(r.size == "tiny" for r in smoke.runs())   # 15 own + 4 comparisons
+    assert len(smoke.runs()) <= 28 and all(r.size == "tiny" for r in smoke.runs())   # 15 own + 5 comparisons
 
 
 def test_avg_is_the_mean_of_exactly_the_seven_task_rows(full):

@@ -20,7 +20,7 @@ KEYS = {
     "NAFNet GoPro", "IDT Rain100L", "IDT Rain100H", "IDT DID", "IDT DDN", "IDT SPA",
     "TextPromptIR all-in-one", "TextPromptIR single-task", "DINO-IR multi-task", "DINO-IR single-task",
     "DiffLoss", "CUB classifier",
-    "DnCNN DINO-IR mix", "MPRNet DINO-IR mix", "NAFNet DINO-IR mix", "PromptIR DINO-IR mix",
+    "DnCNN DINO-IR mix", "MPRNet DINO-IR mix", "NAFNet DINO-IR mix", "AirNet DINO-IR mix", "PromptIR DINO-IR mix",
 }
 
 
@@ -251,3 +251,48 @@ def test_runs_follow_their_schedule():
     with pytest.raises(ValueError, match="adam or adamw"):
         build_trainer(Schedule(1, 2, 16, 1e-3, optimizer="sgd", momentum=0.9), NAFNet(8, (1, 1, 1, 1)),
                       {"l1": (1.0, LOSSES["l1"])}, batches)
+
+def airnet_release_lrs(epochs: int = 1000) -> list[float]:
+    """The learning rate each epoch of AirNet's release uses: it starts at opt.lr = 1e-3 and, after every epoch,
+    sets lr = 1e-3 * 0.1 ** (epoch // 60) while epoch <= epochs_encoder (100), else 1e-4 * 0.5 ** ((epoch - 100) //
+    125) (XLearning-SCU/2022-CVPR-AirNet@bedea82 train.py:77-84, tests/fixtures/release/airnet.json)."""
+    lr, used = 1e-3, []
+    for epoch in range(epochs):
+        used.append(lr)
+        lr = 1e-3 * 0.1 ** (epoch // 60) if epoch <= 100 else 1e-4 * 0.5 ** ((epoch - 100) // 125)
+    return used
+
+
+def test_piecewise_follows_airnets_per_epoch_rule():
+    s = ORIGINAL["AirNet DINO-IR mix"]
+    assert (s.decay, s.tick, s.steps, s.batch, s.patch, s.lr) == ("piecewise", 400, 400_000, 6, 128, 1e-3)
+    # a hand-computed table of the release's rule: epoch -> the rate that epoch trains with
+    table = {0: 1e-3, 1: 1e-3, 60: 1e-3, 61: 1e-4, 99: 1e-4, 100: 1e-4, 101: 1e-4, 102: 1e-4, 225: 1e-4, 226: 5e-5,
+             350: 5e-5, 351: 2.5e-5, 475: 2.5e-5, 476: 1.25e-5, 999: 1e-4 / 2 ** 7}
+    for epoch, lr in table.items():
+        for step in (epoch * 400, epoch * 400 + 399):   # constant within the 400 steps of an epoch
+            assert s.lr_at(step) == pytest.approx(lr, rel=1e-12), (epoch, step)
+    release = airnet_release_lrs()
+    assert [s.lr_at(e * 400) for e in range(1000)] == pytest.approx(release, rel=1e-12)
+    assert [release[e] for e in table] == pytest.approx(list(table.values()), rel=1e-12)
+    # the trainer's scheduler follows it (per step, as a factor of the base rate) across the epoch boundary
+    lrs = torch_lrs(s.scheduler, 61 * 400 + 2)
+    assert lrs[61 * 400 - 1] * s.lr == pytest.approx(1e-3) and lrs[61 * 400] * s.lr == pytest.approx(1e-4)
+
+
+def test_piecewise_validation_and_key():
+    from irlib.engine.spec import canonical_json
+
+    seg = ((0, 1e-3, 1.0, 1), (5, 1e-4, 0.5, 2))
+    s = Schedule(100, 2, 16, 1e-3, decay="piecewise", segments=seg)
+    assert [s.lr_at(t) for t in (0, 4, 5, 6, 7, 9)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 5e-5, 2.5e-5])
+    assert Schedule(100, 2, 16, 1e-3, decay="piecewise", segments=[list(x) for x in seg]) == s   # from JSON
+    for bad in ((), ((1, 1e-3, 1.0, 1),), ((0, 1e-3, 1.0, 1), (0, 1e-4, 1.0, 1)), ((0, 1e-3, 1.0, 0),),
+                ((0, -1e-3, 1.0, 1),)):
+        with pytest.raises(ValueError, match="piecewise"):
+            Schedule(100, 2, 16, 1e-3, decay="piecewise", segments=bad)
+    with pytest.raises(ValueError, match="segments"):
+        Schedule(100, 2, 16, 1e-3, decay="step", segments=seg)
+    # an empty ``segments`` is left out of a run's key: schedules planned before it existed keep their keys
+    assert "segments" not in canonical_json(ORIGINAL["NAFNet GoPro"])
+    assert "segments" in canonical_json(s)

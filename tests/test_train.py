@@ -9,7 +9,7 @@ import torch
 from irlib.data import PatchBatches, sample_images
 from irlib.losses import LOSSES
 from irlib.models.nafnet import NAFNet
-from irlib.train import Trainer, TrainingCollapsed
+from irlib.train import StepWeight, Trainer, TrainingCollapsed
 
 
 def _trainer(tmp_path, ckpt=True, **kw):
@@ -84,3 +84,47 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
     t = _trainer(tmp_path, ckpt=False, amp="bf16")
     log = t.fit(3)
     assert len(log) == 3 and log["loss"].notna().all()
+
+
+def test_step_weight_windows():
+    w = StepWeight.window(1.0, stop=3, then=0.1)
+    assert [w.at(t) for t in range(5)] == [1.0, 1.0, 1.0, 0.1, 0.1]
+    f = StepWeight.window(2.0, start=2)
+    assert [f.at(t) for t in range(4)] == [None, None, 2.0, 2.0]
+    g = StepWeight.window(1.0, start=1, stop=3)
+    assert [g.at(t) for t in range(4)] == [None, 1.0, 1.0, None]
+    for bad in (((1, 1.0),), ((0, 1.0), (0, 2.0)), ()):
+        with pytest.raises(ValueError):
+            StepWeight(bad)
+    with pytest.raises(ValueError, match="start < stop"):
+        StepWeight.window(1.0, start=3, stop=3)
+
+
+def test_terms_switch_on_and_off_at_their_steps():
+    """A term off on a step is not computed; the forward sees the step and the names of the terms on; the
+    total is the weighted sum of the terms on."""
+    calls, seen = [], []
+
+    def counted(out, batch, model):
+        calls.append(batch["step"])
+        return out.mean() * 0 + 2.0
+
+    def fwd(net, batch):
+        seen.append((batch["step"], batch["active"]))
+        return net(batch["lq"])
+
+    torch.manual_seed(0)
+    imgs = list(sample_images(48).values())
+    tr = Trainer(NAFNet(4, (1, 1)), PatchBatches(imgs, 16, 2, ("noise25",), seed=3),
+                 {"l1": (StepWeight.window(1.0, start=2), LOSSES["l1"]),
+                  "c": (StepWeight.window(1.0, stop=2, then=0.1), counted)}, lr=1e-3, progress=False, forward=fwd)
+    log = tr.fit(4).set_index("step")
+    assert calls == [0, 1, 2, 3]
+    assert seen == [(0, ("c",)), (1, ("c",)), (2, ("l1", "c")), (3, ("l1", "c"))]
+    assert log.l1.isna().tolist() == [True, True, False, False]
+    assert log.loss.tolist()[:2] == [2.0, 2.0]
+    assert log.loss.loc[3] == pytest.approx(log.l1.loc[3] + 0.1 * 2.0, rel=1e-6)
+    off = Trainer(NAFNet(4, (1, 1)), PatchBatches(imgs, 16, 2, ("noise25",), seed=3),
+                  {"l1": (StepWeight.window(1.0, start=5), LOSSES["l1"])}, progress=False)
+    with pytest.raises(ValueError, match="no loss term is on at step 0"):
+        off.fit(1)

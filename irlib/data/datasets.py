@@ -224,26 +224,44 @@ class PatchBatches:
     rank: int = 0
     augment: str = ""        # one of AUGMENTS; "" = ``flip``'s original rule (random h and v flips)
     synth: str = ""          # "" float degradation, "uint8" on the 8-bit grid (see irlib.data.degrade.degrade)
+    two_crops: bool = False  # also "lq_key": a second crop of the same image, degraded alike (AirNet's key)
+
+    def _orient(self, ps: list[torch.Tensor], g: torch.Generator) -> list[torch.Tensor]:
+        """One draw of the augmentation, applied alike to every patch in ``ps``."""
+        if self.augment:
+            m = draw_augment(self.augment, g)
+            return [dihedral(p, m) for p in ps]
+        if self.flip:
+            if torch.rand((), generator=g) < 0.5:
+                ps = [p.flip(-1) for p in ps]
+            if torch.rand((), generator=g) < 0.5:
+                ps = [p.flip(-2) for p in ps]
+        return ps
 
     def __call__(self, step: int) -> dict:
         g = _step_generator(self.seed, step, self.rank)
-        lq, gt, tasks = [], [], []
+        lq, gt, tasks, keys = [], [], [], []
         for _ in range(self.batch_size):
             img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
             i, j = _crop_origin(img, self.patch, g)
-            p = as_float(img[:, i:i + self.patch, j:j + self.patch])
-            if self.augment:
-                p = dihedral(p, draw_augment(self.augment, g))
-            elif self.flip:
-                if torch.rand((), generator=g) < 0.5:
-                    p = p.flip(-1)
-                if torch.rand((), generator=g) < 0.5:
-                    p = p.flip(-2)
+            ps = [as_float(img[:, i:i + self.patch, j:j + self.patch])]
+            if self.two_crops:   # AirNet's release: two crops of the clean image, one augmentation for both
+                i, j = _crop_origin(img, self.patch, g)
+                ps.append(as_float(img[:, i:i + self.patch, j:j + self.patch]))
+            ps = self._orient(ps, g)
             task = self.tasks[int(torch.randint(len(self.tasks), (1,), generator=g))]
-            lq.append(degrade(p[None], task, g, synth=self.synth)[0])
-            gt.append(p)
+            # one call degrades both crops: the same degradation parameters (noise level, blur width, haze
+            # density), independent noise, as the release's Degradation.degrade(clean_patch_1, clean_patch_2)
+            d = degrade(torch.stack(ps), task, g, synth=self.synth)
+            lq.append(d[0])
+            gt.append(ps[0])
             tasks.append(task)
-        return {"lq": torch.stack(lq), "gt": torch.stack(gt), "task": tasks}
+            if self.two_crops:
+                keys.append(d[1])
+        out = {"lq": torch.stack(lq), "gt": torch.stack(gt), "task": tasks}
+        if self.two_crops:
+            out["lq_key"] = torch.stack(keys)
+        return out
 
 
 @dataclass
@@ -262,24 +280,35 @@ class PairedPatches:
     flip: bool = True
     rank: int = 0
     augment: str = ""        # one of AUGMENTS; "" = ``flip``'s original rule (a random horizontal flip)
+    two_crops: bool = False  # also "lq_key": a second, independent crop of the same degraded image (AirNet's key)
+
+    def _crop(self, a: torch.Tensor, b: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """An aligned random crop of the pair, augmented (one draw for both images)."""
+        lp = self.patch // self.scale
+        i, j = _crop_origin(a, lp, g)
+        pa = as_float(a[:, i:i + lp, j:j + lp])
+        pb = as_float(b[:, i * self.scale:(i + lp) * self.scale, j * self.scale:(j + lp) * self.scale])
+        if self.augment:
+            m = draw_augment(self.augment, g)
+            pa, pb = dihedral(pa, m), dihedral(pb, m)
+        elif self.flip and torch.rand((), generator=g) < 0.5:
+            pa, pb = pa.flip(-1), pb.flip(-1)
+        return pa, pb
 
     def __call__(self, step: int) -> dict:
         g = _step_generator(self.seed, step, self.rank)
-        lq, gt = [], []
-        lp = self.patch // self.scale
+        lq, gt, keys = [], [], []
         for _ in range(self.batch_size):
             a, b = self.pairs[int(torch.randint(len(self.pairs), (1,), generator=g))]
-            i, j = _crop_origin(a, lp, g)
-            pa = as_float(a[:, i:i + lp, j:j + lp])
-            pb = as_float(b[:, i * self.scale:(i + lp) * self.scale, j * self.scale:(j + lp) * self.scale])
-            if self.augment:
-                m = draw_augment(self.augment, g)
-                pa, pb = dihedral(pa, m), dihedral(pb, m)
-            elif self.flip and torch.rand((), generator=g) < 0.5:
-                pa, pb = pa.flip(-1), pb.flip(-1)
+            pa, pb = self._crop(a, b, g)
             lq.append(pa)
             gt.append(pb)
-        return {"lq": torch.stack(lq), "gt": torch.stack(gt), "task": [self.task] * self.batch_size}
+            if self.two_crops:   # AirNet's release: a second crop with its own augmentation
+                keys.append(self._crop(a, b, g)[0])
+        out = {"lq": torch.stack(lq), "gt": torch.stack(gt), "task": [self.task] * self.batch_size}
+        if self.two_crops:
+            out["lq_key"] = torch.stack(keys)
+        return out
 
 
 def make_test_pairs(images: Sequence[torch.Tensor], task: str, seed: int = 1234,

@@ -29,7 +29,8 @@ DIMENSIONS = ("optimizer", "betas", "eps", "weight_decay", "momentum", "lr", "lr
 TERM_RANGE = {"l1": "[0,1]", "mse": "[0,1]", "psnr": "[0,1]", "mse_pm1": "[-1,1]", "l1_pm1": "[-1,1]", "cross_entropy": "logits",
               "spn": "VGG features of [0,1] images", "cr": "VGG19 features of [0,1] images",
               "pcl": "Haar details / BN discriminator of [0,1] images", "perceptual": "VGG16 features of [0,1] images",
-              "adversarial": "[0,1]", "diffloss": "ADM UNet on [-1,1] images", "dpc": "DINOv2 features of [0,1] images"}
+              "adversarial": "[0,1]", "diffloss": "ADM UNet on [-1,1] images", "dpc": "DINOv2 features of [0,1] images",
+              "airnet_contrast": "MoCo logits of two crops"}
 
 EPS = 1e-8          # irlib.train.Trainer: torch Adam/AdamW default eps
 PRECISION = "fp32"  # irlib.engine.jobs.build_trainer passes no amp
@@ -74,13 +75,18 @@ def _lr_schedule(spec: RunSpec) -> str:
         return f"cosine T={s.t_max if s.t_max is not None else 'run'} eta_min={s.eta_min:g}"
     if s.decay == "warmup_cosine":
         return f"warmup_cosine warmup={s.warmup} T={s.t_max} eta_min={s.eta_min:g}"
+    if s.decay == "piecewise":
+        return "piecewise " + "; ".join(f"from {a}: {lr:g} x{g:g} per {e}" for a, lr, g, e in s.segments)
     return (f"cosine_restarts periods={list(s.periods)} weights={list(s.restart_weights)} "
             f"eta_mins={[float(x) for x in s.eta_mins]}")
 
 
-def _term(name: str, weight: float) -> str:
+def _term(name: str, weight: float, kw: tuple = ()) -> str:
     r = TERM_RANGE.get(name, "")
-    return f"{weight:g}*{name}{r if r.startswith('[') or not r else f' ({r})'}"
+    k = dict(kw)
+    window = "".join(f" {w} step {k[w]}" for w in ("from", "until") if w in k)
+    window += f" then {float(k['then']):g}" if "then" in k else ""
+    return f"{weight:g}*{name}{r if r.startswith('[') or not r else f' ({r})'}{window}"
 
 
 def _select(spec: RunSpec) -> str:
@@ -104,13 +110,13 @@ def recipe(spec: RunSpec, evals: Sequence[EvalSpec] = ()) -> dict[str, Any]:
     An evaluation dimension with several values over ``evals`` is a list of them; with no evaluation, ``None``."""
     s = spec.schedule
     rec = next((t for t in spec.terms if t.name == s.rec), None)
-    extra = [_term(t.name, t.weight) for t in spec.terms if t is not rec]
+    extra = [_term(t.name, t.weight, t.kw) for t in spec.terms if t is not rec]
     out: dict[str, Any] = {
         "optimizer": s.optimizer, "betas": [float(b) for b in s.betas], "eps": EPS,
         "weight_decay": float(s.weight_decay), "momentum": float(s.momentum), "lr": float(s.lr),
         "lr_schedule": _lr_schedule(spec), "lr_tick": int(s.tick), "warmup": int(s.warmup), "steps": int(s.steps),
         "total_batch": int(s.batch), "patch": int(s.patch), "augment": augment_of(spec), "synth": synth_of(spec),
-        "rec_loss": _term(rec.name, rec.weight) if rec is not None else None,
+        "rec_loss": _term(rec.name, rec.weight, rec.kw) if rec is not None else None,
         "extra_terms": " + ".join(extra) if extra else "none",
         "ema": s.ema, "grad_clip": s.grad_clip, "precision": PRECISION, "select": _select(spec),
         "eval_channel": _one(e.channel for e in evals), "eval_crop": _one(int(e.crop) for e in evals),

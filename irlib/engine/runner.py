@@ -71,8 +71,9 @@ def training_batches(spec: RunSpec, data_root: str, sched: Schedule) -> Callable
     A clean-image source's task may list alternatives (``noise15|noise25|noise50``: each sample draws one), and
     consecutive clean-image sources with the same task are pooled into one image set (a combined dataset)."""
     sources, weights = [], []
+    two = spec.forward == "airnet"   # AirNet's query and key: two crops of each degraded image
     for src in spec.train:
-        s = _one_source(src, data_root, sched, spec.seed, spec.augment)
+        s = _one_source(src, data_root, sched, spec.seed, spec.augment, two_crops=two)
         prev = sources[-1] if sources else None
         if isinstance(s, PatchBatches) and isinstance(prev, PatchBatches) and tuple(prev.tasks) == tuple(s.tasks):
             prev.images = _Pooled([prev.images, s.images])   # consecutive clean sources of one task: one pooled
@@ -91,13 +92,13 @@ def training_batches(spec: RunSpec, data_root: str, sched: Schedule) -> Callable
 EAGER_LIMIT = 2000   # training sets up to this many images are decoded once into memory (uint8); larger ones lazily
 
 
-def _one_source(src: Source, data_root: str, sched: Schedule, seed: int, augment: str = ""):
+def _one_source(src: Source, data_root: str, sched: Schedule, seed: int, augment: str = "", two_crops: bool = False):
     from ..data.splits import LazyPairs, image_size, split_files, subset_files
 
     if src.dataset == OFFLINE:
         train, _ = split_samples(OFFLINE_SIDE, n_test=3)
         return PatchBatches(train, sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed,
-                            augment=augment, synth=src.synth)
+                            augment=augment, synth=src.synth, two_crops=two_crops)
     sp = get_split(src.dataset)
     files = subset_files(split_files(data_root, src.dataset), src.subset)
     probe = files if len(files) <= EAGER_LIMIT else subset_files(files, 200, seed=1)
@@ -111,9 +112,10 @@ def _one_source(src: Source, data_root: str, sched: Schedule, seed: int, augment
     else:
         data = LazyPairs(files, src.dataset, sp.scale)
     if sp.paired:
-        return PairedPatches(data, sched.patch, sched.batch, task=src.task, seed=seed, scale=sp.scale, augment=augment)
+        return PairedPatches(data, sched.patch, sched.batch, task=src.task, seed=seed, scale=sp.scale, augment=augment,
+                             two_crops=two_crops)
     return PatchBatches(_GtOnly(data), sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed,
-                        augment=augment, synth=src.synth)
+                        augment=augment, synth=src.synth, two_crops=two_crops)
 
 
 class _Pooled:
@@ -184,8 +186,33 @@ def build_terms(spec: RunSpec, model: torch.nn.Module, fb: FeatureBank,
 
     out = {}
     for t in spec.terms:
-        out[t.name] = (t.weight, _term(t, spec, model, fb, load_run, losses))
+        out[t.name] = (term_weight(t, spec), _term(t, spec, model, fb, load_run, losses))
     return out
+
+
+PHASE_KW = ("from", "until", "then")
+
+
+def term_weight(t: Term, spec: RunSpec):
+    """The trainer weight of term ``t``: ``t.weight``, or a :class:`irlib.train.StepWeight` when the term has a
+    step window: kwargs ``("from", N)`` (off before step N), ``("until", N)`` (``t.weight`` before step N, then
+    ``("then", w)`` or off). N counts steps of the planned schedule; under the rehearsal's step cap the window
+    shrinks in proportion (rounded up), so a capped run still passes every phase."""
+    kw = dict(t.kw)
+    if "from" not in kw and "until" not in kw:
+        if "then" in kw:
+            raise ValueError(f"term {t.name}: 'then' needs 'until'")
+        return t.weight
+    from ..train import StepWeight
+
+    planned, capped = spec.schedule.steps, effective_schedule(spec).steps
+
+    def at(n: int) -> int:
+        return -(-int(n) * capped // planned) if capped < planned else int(n)
+
+    stop = at(kw["until"]) if "until" in kw else None
+    then = kw.get("then")
+    return StepWeight.window(t.weight, at(kw.get("from", 0)), stop, None if then is None else float(then))
 
 
 def _term(t: Term, spec: RunSpec, model, fb: FeatureBank, load_run, losses):
@@ -229,11 +256,16 @@ def _term(t: Term, spec: RunSpec, model, fb: FeatureBank, load_run, losses):
 
 
 def train_forward(spec: RunSpec, fb: FeatureBank) -> Callable | None:
-    """The trainer's ``forward(model, batch)``: TextPromptIR draws one training instruction per sample."""
+    """The trainer's ``forward(model, batch)``: TextPromptIR draws one training instruction per sample; AirNet
+    (``forward="airnet"``) runs its release's two stages (:func:`irlib.models.airnet.training_forward`)."""
     if spec.forward == "text":
         from ..textprompt import text_forward
 
         return text_forward(fb.text(spec.text_encoder), "train", spec.seed)
+    if spec.forward == "airnet":   # query/key crops, encoder alone while only the contrastive term is on
+        from ..models.airnet import training_forward
+
+        return training_forward
     return None
 
 

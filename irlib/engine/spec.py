@@ -131,7 +131,8 @@ class RunSpec:
     net_kw: tuple[tuple[str, Any], ...] = ()
     size: str = "full"
     weights: str = "pretrained"
-    forward: str = ""                       # "" or "text" (TextPromptIR guidance from the batch's task)
+    forward: str = ""                       # "", "text" (TextPromptIR guidance from the batch's task) or "airnet"
+                                            # (two crops per sample, irlib.models.airnet.training_forward)
     text_encoder: str = ""                  # encoder for forward="text": hub id, local folder, or "task-bert:<base>"
     select: tuple[tuple[str, Any], ...] = ()  # () = final weights; (("best_every", n), ("on", TestSet)) = best
     limits: Limits | None = None

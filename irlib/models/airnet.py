@@ -29,7 +29,7 @@ train the encoder alone with the contrastive loss (cross-entropy over [positive,
 them the whole network trains with ``L1(restored, clean) + 0.1 * contrastive``. Adam over all parameters, batch 5
 (one image per degradation type), 128-pixel patches; lr 1e-3 x 0.1 per 60 epochs in the encoder stage, then
 1e-4 x 0.5 per 125 epochs. :meth:`AirNet.contrast` is the encoder-only step, ``model(x, x_key)`` in training mode
-the joint one.
+the joint one; :func:`training_forward` is the trainer's forward for both (irlib's ``forward="airnet"``).
 """
 from __future__ import annotations
 
@@ -304,3 +304,24 @@ class AirNet(nn.Module):
             return self.R(x, inter), logits, labels
         _, inter = self.encode(x)
         return self.R(x, inter)
+
+
+CONTRAST_TERM = "airnet_contrast"   # irlib.losses' name of the contrastive term
+
+
+def training_forward(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The release's training forward on ``batch["lq"]`` (query crop) and ``batch["lq_key"]`` (key crop).
+
+    While no term but the contrastive one is on (``batch["active"]``, the trainer's active terms), the encoder
+    alone runs (the release's ``net.E(x_query, x_key)``; the restorer gets no gradient, as in the release) and the
+    logits are returned; otherwise ``model(x_query, x_key)`` runs and the restored image is returned. Either way
+    the MoCo logits and labels are left in ``batch`` (``airnet_logits``, ``airnet_labels``) for the loss."""
+    net = getattr(model, "module", model)   # DDP
+    restorer = any(k != CONTRAST_TERM for k in batch.get("active", ("l1",)))
+    if restorer:
+        out, logits, labels = model(batch["lq"], batch["lq_key"])
+    else:
+        _, logits, labels, _ = net.contrast(batch["lq"], batch["lq_key"])
+        out = logits
+    batch["airnet_logits"], batch["airnet_labels"] = logits, labels
+    return out

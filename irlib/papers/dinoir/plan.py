@@ -26,14 +26,16 @@ prints it), a gap typical of RGB vs Y; PromptIR, whose single-task numbers Table
 
 Other methods (class ``comparison``: the authors trained them in this setting): DnCNN, MPRNet, NAFNet and
 PromptIR are trained on the same four-task mix with their releases' recipes (``irlib.schedules``, "<net> DINO-IR
-mix") and evaluated like DINO-IR (Tables 1 and 4); AirNet, WGWS and DA-CLIP are planned but not yet trainable
-(:data:`NOT_TRAINABLE` says why). Table 2's other rows are copied from other work (cited).
+mix") and evaluated like DINO-IR (Tables 1 and 4); so is AirNet, with its release's two stages (encoder alone on
+two crops of each degraded image, then L1 + 0.1 x contrastive: :func:`airnet_terms`, ``forward="airnet"``). WGWS
+and DA-CLIP are planned but not yet trainable (:data:`NOT_TRAINABLE` says why). Table 2's other rows are copied
+from other work (cited).
 Known gaps: OTS training uses the whole split (the paper's 4,000-image subset is not published).
 """
 from __future__ import annotations
 
 from ...dinoir import DEFAULT_LAYERS, DPC_LAYERS, DPC_LAYERS_PSF
-from ...schedules import original
+from ...schedules import AIRNET_ENCODER_EPOCHS, AIRNET_EPOCHS, AIRNET_TYPES, original
 from ...engine.core import Builder, Plan, Profile
 from ...engine.spec import EvalSpec, RunSpec, Term
 
@@ -62,10 +64,17 @@ COMPARISONS = (
     ("DnCNN", "DnCNN", {}, (), "dihedral8", ""),
     ("MPRNet", "MPRNet", {}, (Term("edge", 0.05),), "mprnet", ""),
     ("NAFNet", "NAFNet", {"width": 32, "enc": (2, 2, 4, 8), "middle": 12, "dec": (2, 2, 2, 2)}, (), "none", ""),
+    ("AirNet", "AirNet", {"batch_size": AIRNET_TYPES}, None, "dihedral7", "uint8"),   # queue: batch x 256
     ("PromptIR", "PromptIR", {}, (), "dihedral7", "uint8"),
 )
 # Where a comparison run departs from its release's recipe on purpose: {network: {recipe dimension: why}}
 DECLARED = {
+    "AirNet": {
+        "total_batch": "the release's batch is len(de_type), one image per degradation type it trains on (5: three "
+                       "noise levels, rain, haze); the same rule on DINO-IR's tasks as AirNet names them (three "
+                       "noise levels, rain, haze, blur) gives 6, which also sizes the MoCo queue (6 x 256); irlib "
+                       "feeds one source per batch in turn where the release mixes one of each type per batch",
+    },
     "MPRNet": {
         "lr_schedule": "irlib's warmup_cosine warms up from 0 (0, lr/2, lr over epochs 1-3); the release's "
                        "GradualWarmupScheduler (multiplier 1), stepped once before training, gives lr/3, 2lr/3, lr; "
@@ -75,14 +84,24 @@ DECLARED = {
                   "DINO-IR paper does not say which checkpoint its comparison rows use",
     },
 }
+# Table 4 labels of the comparison runs it also measures (unseen Rain100L, unseen sigma=100)
+TABLE4_LABELS = {"AirNet": "AIRNet", "PromptIR": "PromptIR"}
+
+
+def airnet_terms(steps: int) -> tuple[Term, ...]:
+    """AirNet's release losses over a run of ``steps`` steps: the first ``AIRNET_ENCODER_EPOCHS / AIRNET_EPOCHS``
+    of it train the encoder alone (contrastive cross-entropy, weight 1), then L1 + 0.1 x contrastive
+    (XLearning-SCU/2022-CVPR-AirNet@bedea82 train.py:40-48)."""
+    n = steps * AIRNET_ENCODER_EPOCHS // AIRNET_EPOCHS
+    return (Term("l1", 1.0, (("from", n),)), Term("airnet_contrast", 1.0, (("then", 0.1), ("until", n))))
 # Table 1's other methods whose release training irlib's trainer cannot express yet (rows stay the authors'
 # measurements, class "comparison", but are not reproduced): why, per method
 NOT_TRAINABLE = {
-    "AirNet": "AirNet's release trains in two stages (100 epochs of its contrastive degradation encoder alone, "
-              "on two crops of each degraded image, then L1 + 0.1 x contrastive) with a hand-written per-epoch lr; "
-              "irlib's trainer has no encoder-only stage nor paired-crop sampler yet",
     "WGWS": "WGWS-Net trains a shared stage-1 network, then weather-specific parameters per degradation type, "
-            "selected by a per-task flag at train and test time; irlib's trainer has no per-task parameter stage",
+            "selected by a per-task flag at train and test time; irlib's trainer has no per-task parameter stage, "
+            "and stage 1's depth loss (zhuyr97/WGWS-Net@66f0813 README.md:31-34 --depth_loss True, "
+            "loss/losses.py:241-265) needs ADDS-DepthNet's pretrained ResNet-18 depth encoder/decoder, which irlib's "
+            "weight manifest does not hold",
     "DA-CLIP": "DA-CLIP trains its CLIP controller on degradation captions, then an IR-SDE restorer (700K steps, "
                "T=100 stochastic sampling); irlib has neither the caption/controller stage nor SDE training",
 }
@@ -255,9 +274,12 @@ def build(P: Profile, seed: int = 0, *, per_sigma: bool = False, dpc: str = "sha
     # planned with each release's recipe (irlib.schedules, "<net> DINO-IR mix") on the same mix and conventions.
     with B.comparisons():
         for net, label, kw, extra, augment, synth in COMPARISONS:
-            runs = B.seeds(B.run(net, train=train4, schedule=original(f"{net} DINO-IR mix"),
+            sched = original(f"{net} DINO-IR mix")
+            airnet = net == "AirNet"   # two crops per sample, encoder-only first stage (irlib.models.airnet)
+            runs = B.seeds(B.run(net, train=train4, schedule=sched,
                                  net_kw=kw if P.scale != "tiny" else {},   # tiny size: the zoo's tiny config
-                                 terms=extra, augment=augment, synth=synth, declared=DECLARED.get(net),
+                                 terms=airnet_terms(B.schedule(sched).steps) if airnet else extra, augment=augment,
+                                 synth=synth, declared=DECLARED.get(net), forward="airnet" if airnet else "",
                                  label=f"{net} (B+N+R+H, DINO-IR's mix)"))
             for setting, ds, ref, task in COLUMNS:
                 e = ev(ref, task)
@@ -265,21 +287,18 @@ def build(P: Profile, seed: int = 0, *, per_sigma: bool = False, dpc: str = "sha
                           notes=f"{NOTES[ds]}; {net} trained with its release's recipe on DINO-IR's four-task mix")
             B.average("Table 1", label, "multi-task", names, part_settings=settings,
                       notes="mean of the 7 task columns (the reference's Avg convention)")
-            if label == "PromptIR":
-                B.measure("Table 4", "PromptIR", "multi-task (4 degradations); unseen dataset", "Rain100", runs,
-                          ev("rain100l:test", "rain"), notes="the Table 1 PromptIR run; Rain100L test pairs")
-                B.measure("Table 4", "PromptIR", "multi-task (4 degradations); unseen noise level; sigma=100",
-                          "BSD68", runs, ev("cbsd68:test", "noise100"), notes="the Table 1 PromptIR run; CBSD68")
+            if label in TABLE4_LABELS:
+                t4 = TABLE4_LABELS[label]
+                B.measure("Table 4", t4, "multi-task (4 degradations); unseen dataset", "Rain100", runs,
+                          ev("rain100l:test", "rain"), notes=f"the Table 1 {label} run; Rain100L test pairs")
+                B.measure("Table 4", t4, "multi-task (4 degradations); unseen noise level; sigma=100",
+                          "BSD68", runs, ev("cbsd68:test", "noise100"), notes=f"the Table 1 {label} run; CBSD68")
         for label, why in NOT_TRAINABLE.items():
-            for table, method, cols in (("Table 1", label, COLUMNS), ("Table 4", "AIRNet", TABLE4_COLUMNS)):
-                if table == "Table 4" and label != "AirNet":
-                    continue
-                for setting, ds, *_ in cols:
-                    for metric in ("PSNR", "SSIM"):
-                        B.exclude(table, method, setting, ds, metric, why)
-                if table == "Table 1":
-                    for metric in ("PSNR", "SSIM"):
-                        B.exclude(table, method, "multi-task", "Avg", metric, why)
+            for setting, ds, *_ in COLUMNS:
+                for metric in ("PSNR", "SSIM"):
+                    B.exclude("Table 1", label, setting, ds, metric, why)
+            for metric in ("PSNR", "SSIM"):
+                B.exclude("Table 1", label, "multi-task", "Avg", metric, why)
 
     # ---------------------------------------------------------------- rows copied from other work
     B.cite("Table 2", ("CBM3D", "DnCNN", "IRCNN", "FFDNet", "BRDNet", "Restormer", "TKMANet", "AirNet", "DA-CLIP",
