@@ -279,6 +279,14 @@ def _cmd_plan(a) -> int:
           f"that table needs (the cost of dropping it)")
     print(f"\n{len(rows)} rows, {len(all_runs)} distinct runs, {sum(len(p.studies()) for p in plans)} studies, "
           f"{sum(len(p.figures) for p in plans)} figures ({a.profile} profile)")
+    from .results import reference
+
+    if not a.only:   # whole papers: every reference row has a class (own / comparison / cited)
+        classes = pd.concat([p.row_classes(reference(p.paper)) for p in plans], ignore_index=True)
+        counts = classes.groupby(["class", "status"]).size()
+        print("reference rows by class: " + "; ".join(
+            f"{c} {counts[c].sum()} ({', '.join(f'{n} {st}' for st, n in counts[c].items())})"
+            for c in ("own", "comparison", "cited") if c in counts))
     _cost_footer(costs, cal, a.gpu)
     from .engine.preflight import needed_data, needed_weights
 
@@ -302,7 +310,7 @@ def _cost_footer(costs, cal, gpu: str) -> None:
     big = costs[costs[acc] != 1]
     print(f"memory: peak per step {costs.peak_gib.min():.1f}-{costs.peak_gib.max():.1f} GiB (traced); "
           f"{len(big)} runs do not fit one {gpu} at the paper's batch"
-          + (": " + ", ".join(f"{r.label} (x{r[acc]} accumulation)" for r in big.itertuples()) if len(big) else ""))
+          + (": " + ", ".join(f"{label} (x{k} accumulation)" for label, k in zip(big.label, big[acc])) if len(big) else ""))
     print(cal.describe())
 
 

@@ -22,7 +22,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,15 @@ class StepWeight:
     def at(self, step: int) -> float | None:
         """The weight on ``step``, ``None`` where the term is off."""
         return next(w for a, w in reversed(self.pieces) if a <= step)
+
+
+def _upcast(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """Half-precision outputs (autocast) as float32 for the loss terms; float32/float64 left as they are. A
+    multi-stage network (MPRNet) returns its stage images, a list: each is upcast, the terms sum over them."""
+    def up(o: torch.Tensor) -> torch.Tensor:
+        return o.float() if o.dtype in (torch.float16, torch.bfloat16) else o
+
+    return [up(o) for o in out] if isinstance(out, (list, tuple)) else up(out)
 
 
 def weight_at(weight: float | StepWeight, step: int) -> float | None:
@@ -222,8 +231,10 @@ class Trainer:
         return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     def train_step(self, batch: dict) -> dict[str, float]:
-        if self.accum > 1:
-            return self._accumulated_step(batch)
+        """One optimiser step on ``batch``. With ``accum`` > 1 it is computed in that many equal micro-batches:
+        each micro-batch's loss is scaled by 1/accum and gradients add up before the one step (the same update
+        for loss terms that are means over the batch, not for batch statistics such as BatchNorm's); logged
+        terms are then the mean over the micro-batches."""
         self.net.train()
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "", None)
         dev_type = "cuda" if self.device.startswith("cuda") else "cpu"
@@ -231,44 +242,15 @@ class Trainer:
         active = {k: (w, self.loss_terms[k][1]) for k, w in weights.items() if w is not None}
         if not active:
             raise ValueError(f"no loss term is on at step {self.step}: check the terms' step windows")
-        batch = {**batch, "step": self.step, "active": tuple(active)}
-        with torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None):
-            out = self.forward(self.net, batch) if self.forward else self.net(batch["lq"])
-            # a multi-stage network (MPRNet) returns its stage images; its loss terms sum over them
-            out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
-            values = {k: fn(out, batch, self.model) for k, (_, fn) in active.items()}
-            total = sum(w * values[k] for k, (w, _) in active.items())
-        # one device->host copy per step for all logged values (not one sync per term)
-        logged = torch.stack([torch.as_tensor(v, device=total.device).detach().float().reshape(()) for v in (*values.values(), total)])
-        terms = dict(zip([*values, "loss"], logged.tolist()))
-        if not all(math.isfinite(v) for v in terms.values()):
-            raise TrainingCollapsed(self.step, terms)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        if self.grad_clip:
-            self.scaler.unscale_(self.opt)
-            terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        if self.sched:
-            self.sched.step()
-        return terms
-
-    def _accumulated_step(self, batch: dict) -> dict[str, float]:
-        """The same update as :meth:`train_step` on the whole batch, computed in ``accum`` micro-batches: each
-        micro-batch's loss is scaled by 1/accum and gradients add up before one optimiser step (exact for loss
-        terms that are means over the batch, not for batch statistics such as BatchNorm's). Logged terms are
-        the mean over the micro-batches."""
-        self.net.train()
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "", None)
-        dev_type = "cuda" if self.device.startswith("cuda") else "cpu"
         self.opt.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
-        for micro in split_batch(batch, self.accum):
+        for micro in split_batch(batch, self.accum) if self.accum > 1 else (batch,):
+            micro = {**micro, "step": self.step, "active": tuple(active)}
             with torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None):
-                out = self.forward(self.net, micro) if self.forward else self.net(micro["lq"])
-                values = {k: fn(out.float(), micro, self.model) for k, (_, fn) in self.loss_terms.items()}
-                total = sum(w * values[k] for k, (w, _) in self.loss_terms.items())
+                out = _upcast(self.forward(self.net, micro) if self.forward else self.net(micro["lq"]))
+                values = {k: fn(out, micro, self.model) for k, (_, fn) in active.items()}
+                total = sum(w * values[k] for k, (w, _) in active.items())
+            # one device->host copy per micro-batch for all logged values (not one sync per term)
             logged = torch.stack([torch.as_tensor(v, device=total.device).detach().float().reshape(())
                                   for v in (*values.values(), total)])
             terms = dict(zip([*values, "loss"], logged.tolist()))
@@ -276,7 +258,7 @@ class Trainer:
                 raise TrainingCollapsed(self.step, terms)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v / self.accum
-            self.scaler.scale(total / self.accum).backward()
+            self.scaler.scale(total / self.accum if self.accum > 1 else total).backward()
         if self.grad_clip:
             self.scaler.unscale_(self.opt)
             sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))

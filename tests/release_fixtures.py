@@ -54,3 +54,27 @@ def fill(model: torch.nn.Module, seed: int = 0, scale: float = 0.05, keep: tuple
             if k not in keep:
                 p.copy_(values[k])
     return model
+
+
+def on_meta(make):
+    """Build ``make()`` on the meta device (full-size configurations in no time, no memory)."""
+    with torch.device("meta"):
+        return make()
+
+
+def output_fixture(name: str) -> dict:
+    """The output fixture ``<name>.pt`` (input, the release's output, seed)."""
+    return torch.load(FIXTURES / f"{name}.pt", weights_only=True)
+
+
+def assert_same_state(model: torch.nn.Module, fx: dict) -> None:
+    """``model`` has exactly the key fixture's parameter names and shapes, buffers and parameter count."""
+    from irlib.models import count_params
+
+    params, buffers = state_shapes(model)
+    assert set(params) == set(fx["params"]), (sorted(set(params) - set(fx["params"]))[:5],
+                                              sorted(set(fx["params"]) - set(params))[:5])
+    bad = {k: (params[k], fx["params"][k]) for k in params if params[k] != fx["params"][k]}
+    assert not bad, list(bad.items())[:5]
+    assert buffers == fx["buffers"]
+    assert count_params(model) == fx["param_count"]

@@ -33,7 +33,7 @@ def _real_step(spec) -> dict:
     return measure_step(tr, batch)
 
 
-@pytest.mark.parametrize("net,terms", [("EDSR-light", {"l1", "spn"}), ("MSBDN", {"mse", "diffloss"}),
+@pytest.mark.parametrize("net,terms", [("EDSR-light", {"l1", "spn"}), ("MSBDN", {"mse_pm1", "diffloss"}),
                                        ("TextPromptIR", {"l1"})])
 def test_meta_trace_flops_equal_a_real_step(net, terms):
     """The meta-device trace counts exactly the FLOPs FlopCounterMode counts on the real step (same network,
@@ -72,7 +72,7 @@ RSS_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc peak-RSS reset")
-@pytest.mark.parametrize("net,terms,batch,patch", [("NAFNet", {"l1"}, 8, 128), ("MSBDN", {"mse"}, 4, 128),
+@pytest.mark.parametrize("net,terms,batch,patch", [("NAFNet", {"l1"}, 8, 128), ("MSBDN", {"mse_pm1"}, 4, 128),
                                                     ("IDT", {"l1"}, 2, 64)])
 def test_traced_memory_matches_a_real_cpu_step(net, terms, batch, patch):
     """Independent measurement: peak RSS growth of a real CPU step (``VmHWM`` after resetting it through

@@ -10,27 +10,9 @@ import torch
 from irlib.models import count_params
 from irlib.models.irsde import ConditionalUNet, IRSDE, theta_schedule
 from release_fixtures import FIXTURES, fill, load_keys, state_shapes
+from release_fixtures import on_meta as _meta, assert_same_state as _same_state, output_fixture as _pt
 
 COMMIT = "c2cc14146faac85680b4cb39ece4ef9e2a7c7c24"
-
-
-def _meta(make):
-    with torch.device("meta"):
-        return make()
-
-
-def _same_state(model: torch.nn.Module, fx: dict) -> None:
-    params, buffers = state_shapes(model)
-    assert set(params) == set(fx["params"]), (sorted(set(params) - set(fx["params"]))[:5],
-                                              sorted(set(fx["params"]) - set(params))[:5])
-    bad = {k: (params[k], fx["params"][k]) for k in params if params[k] != fx["params"][k]}
-    assert not bad, list(bad.items())[:5]
-    assert buffers == fx["buffers"]
-    assert count_params(model) == fx["param_count"]
-
-
-def _pt(name: str) -> dict:
-    return torch.load(FIXTURES / f"{name}.pt", weights_only=True)
 
 
 # ------------------------------------------------------------------------------------------ IR-SDE U-Net

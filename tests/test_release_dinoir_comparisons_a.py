@@ -11,7 +11,8 @@ from irlib.models import count_params, zoo
 from irlib.models.dncnn import DnCNN
 from irlib.models.mprnet import MPRNet, SharedPReLU
 from irlib.models.promptir import PromptIR
-from release_fixtures import FIXTURES, deterministic_state, fill, load_keys, state_shapes
+from release_fixtures import deterministic_state, fill, load_keys, state_shapes
+from release_fixtures import on_meta as _meta, output_fixture as _output_fixture
 
 RELEASES = {
     "dncnn_color_blind": ("cszn/KAIR", DnCNN.color_blind),
@@ -23,15 +24,6 @@ RELEASES = {
     "mprnet_deblurring": ("swz30/MPRNet", MPRNet.deblurring),
     "promptir": ("va1shn9v/PromptIR", PromptIR),
 }
-
-
-def _meta(make):
-    with torch.device("meta"):
-        return make()
-
-
-def _output_fixture(name: str) -> dict:
-    return torch.load(FIXTURES / f"{name}.pt", weights_only=True)
 
 
 # ------------------------------------------------------------------------------------------ keys and shapes

@@ -14,21 +14,12 @@ import torch.nn.functional as F
 from irlib.models import count_params, zoo
 from irlib.models.airnet import AirNet, DCNLayer
 from irlib.models.wgws import WGWS, SpecificConv, specific_usage
-from release_fixtures import FIXTURES, deterministic_state, fill, load_keys, state_shapes
-
-
-def _meta(make):
-    with torch.device("meta"):
-        return make()
+from release_fixtures import deterministic_state, fill, load_keys, state_shapes
+from release_fixtures import assert_same_state, on_meta as _meta, output_fixture as _output_fixture
 
 
 def _assert_same_state(model: torch.nn.Module, fx: dict) -> None:
-    params, buffers = state_shapes(model)
-    assert set(params) == set(fx["params"]), (sorted(set(params) - set(fx["params"]))[:5],
-                                              sorted(set(fx["params"]) - set(params))[:5])
-    assert {k: s for k, s in params.items() if s != fx["params"][k]} == {}
-    assert buffers == fx["buffers"]
-    assert count_params(model) == fx["param_count"]
+    assert_same_state(model, fx)
     assert count_params(model, trainable_only=True) == fx["trainable_count"]
 
 
@@ -39,10 +30,6 @@ def _strict_load_from_shapes(make, fx: dict) -> torch.nn.Module:
     sd = {k: v.to(ref[k].dtype) for k, v in sd.items()}
     m.load_state_dict(sd, strict=True, assign=True)
     return m
-
-
-def _output_fixture(name: str) -> dict:
-    return torch.load(FIXTURES / f"{name}.pt", weights_only=True)
 
 
 # ------------------------------------------------------------------------------------------------------ AirNet

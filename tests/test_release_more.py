@@ -16,7 +16,8 @@ from irlib.models.efderain import EfDeRain
 from irlib.models.gridnet import GridDehazeNet
 from irlib.models.iat import IAT
 from irlib.models.idt import IDT
-from release_fixtures import FIXTURES, fill, load_keys, state_shapes
+from release_fixtures import fill, load_keys, state_shapes
+from release_fixtures import on_meta as _meta, output_fixture as _output_fixture
 
 # fixture -> (release repository, irlib constructor of the release config, parameter count)
 RELEASES = {
@@ -26,15 +27,6 @@ RELEASES = {
     "efderain": ("tsingqguo/efficientderain", EfDeRain, 27_395_406),
     "adm_256_uncond": ("openai/guided-diffusion", lambda: ADMUNet(ADM_256_UNCOND), 552_814_086),
 }
-
-
-def _meta(make):
-    with torch.device("meta"):
-        return make()
-
-
-def _output_fixture(name: str) -> dict:
-    return torch.load(FIXTURES / f"{name}.pt", weights_only=True)
 
 
 def _max_diff(model: torch.nn.Module, fx: dict, *args) -> float:

@@ -6,30 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from irlib.models import count_params
 from irlib.models.nafnet import LocalAvgPool2d, NAFNet, NAFNetLocal, local_statistics, tlc_forward
 from irlib.models.restormer import TINY, Restormer
 from irlib.textprompt import TextPromptIR, eca_kernel, release_unused
-from release_fixtures import FIXTURES, fill, load_keys, state_shapes
-
-
-def _meta(make):
-    with torch.device("meta"):
-        return make()
-
-
-def _assert_same_state(model: torch.nn.Module, fx: dict) -> None:
-    params, buffers = state_shapes(model)
-    assert set(params) == set(fx["params"]), (sorted(set(params) - set(fx["params"]))[:5],
-                                              sorted(set(fx["params"]) - set(params))[:5])
-    bad = {k: (params[k], fx["params"][k]) for k in params if params[k] != fx["params"][k]}
-    assert not bad, list(bad.items())[:5]
-    assert buffers == fx["buffers"]
-    assert count_params(model) == fx["param_count"]
-
-
-def _output_fixture(name: str) -> dict:
-    return torch.load(FIXTURES / f"{name}.pt", weights_only=True)
+from release_fixtures import fill, load_keys, state_shapes
+from release_fixtures import on_meta as _meta, assert_same_state as _assert_same_state, output_fixture as _output_fixture
 
 
 def _check_output(model: torch.nn.Module, fx: dict, **kw) -> None:

@@ -89,8 +89,11 @@ def lq_side(spec: RunSpec, patch: int) -> int:
 def _batch(spec: RunSpec, batch: int, patch: int) -> dict:
     lq = lq_side(spec, patch)
     task = spec.train[0].task.split("|")[0] if spec.train else "noise25"
-    return {"lq": torch.rand(batch, 3, lq, lq), "gt": torch.rand(batch, 3, patch, patch), "task": [task] * batch,
-            "index": 0}
+    out = {"lq": torch.rand(batch, 3, lq, lq), "gt": torch.rand(batch, 3, patch, patch), "task": [task] * batch,
+           "index": 0}
+    if spec.forward == "airnet":   # AirNet's key: a second crop of each degraded image (irlib.engine.runner)
+        out["lq_key"] = torch.rand(batch, 3, lq, lq)
+    return out
 
 
 def build_step(spec: RunSpec, fb: FeatureBank, batch: int | None = None, patch: int | None = None):
@@ -168,10 +171,16 @@ def steady_state(tr) -> None:
 def step(tr, batch: dict) -> torch.Tensor:
     """One training step in the trainer's order (forward, loss terms, clear gradients, backward, clip, optimiser,
     after-step hooks, EMA), without reading any value back (fake tensors have none)."""
+    from ..train import weight_at
+
     tr.net.train()
+    # a term switched on or off by step (AirNet's encoder-only stage): trace the run's last, fullest step
+    weights = {k: weight_at(w, 1 << 62) for k, (w, _) in tr.loss_terms.items()}
+    active = {k: (w, tr.loss_terms[k][1]) for k, w in weights.items() if w is not None}
+    batch = {**batch, "active": tuple(active)}
     out = tr.forward(tr.net, batch) if tr.forward else tr.net(batch["lq"])
     out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()   # multi-stage (MPRNet)
-    total = sum(w * fn(out, batch, tr.model) for w, fn in tr.loss_terms.values())
+    total = sum(w * fn(out, batch, tr.model) for w, fn in active.values())
     tr.opt.zero_grad(set_to_none=True)
     total.backward()
     if tr.grad_clip:
@@ -261,7 +270,7 @@ def measure_eval(model: torch.nn.Module, spec: RunSpec, fb: FeatureBank, hw: tup
     s = int(dict(spec.net_kw).get("scale") or 1)
     p = zoo.pad(spec.net, spec.size)
     h, w = [-(-(x // s) // p) * p for x in hw]
-    fwd = train_forward(spec, fb)
+    fwd = train_forward(spec, fb) if spec.forward != "airnet" else None   # AirNet restores from the image alone
     model.eval()
     mem = LiveMemory()
     for t in (*model.parameters(), *model.buffers()):

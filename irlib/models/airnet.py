@@ -102,6 +102,8 @@ class MoCo(nn.Module):
         n = keys.shape[0]
         if self.K % n:
             raise ValueError(f"the queue size {self.K} must be a multiple of the batch size {n}")
+        if keys.device.type == "meta":   # cost tracing (irlib.engine.trace): no values, and a copy costs no FLOPs
+            return
         ptr = int(self.queue_ptr)
         self.queue[:, ptr:ptr + n] = keys.t()
         self.queue_ptr[0] = (ptr + n) % self.K
