@@ -323,6 +323,26 @@ class Monitor(threading.Thread):
                 print(f"[{time.strftime('%H:%M:%S')}] training progress:", *lines, sep="\n", file=self.stream, flush=True)
 
 
+def check_device(device: str, executor: str = "inline") -> None:
+    """``--device`` is ``cpu``, ``cuda`` or ``cuda:N`` and, unless the runs go to Slurm nodes (whose GPUs this
+    machine cannot see), names a device this machine has — checked before any data is read or run started."""
+    import re
+
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise UsageError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
+    if device == "cpu" or executor == "slurm":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is visible here (torch {torch.__version__}, "
+                         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use --device cpu, "
+                         f"or --executor slurm to run on GPU nodes")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequence[str] | None = None, jobs: int = 1,
               device: str = "cpu", data_root: str = "data", seed: int = 0, timeout: int | None = None,
               executor: str = "inline", params: dict[str, str] | None = None, skip_missing: bool = False,
@@ -338,6 +358,7 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
         raise UsageError(f"--profile must be one of {', '.join(plan.PROFILES)}; got {profile!r}")
     if executor not in plan.EXECUTORS:
         raise UsageError(f"--executor must be one of {', '.join(plan.EXECUTORS)}; got {executor!r}")
+    check_device(device, executor)
     selection = select(only)
     per_nb = check_params(selection, dict(params or {}))
     out_root = Path(out).resolve() / profile   # notebooks run with cwd=notebooks/, so paths are absolute

@@ -775,3 +775,40 @@ def test_a_busy_local_worker_dies_with_the_process_that_started_it(tmp_path):
                 os.kill(w, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_the_device_is_checked_before_anything_runs(tmp_path, monkeypatch):
+    """A CUDA device this machine does not have is refused up front (exit 2 from the CLI), naming the option;
+    Slurm runs are not checked here, since their GPUs are on the nodes."""
+    import torch
+
+    from irlib.reproduce import UsageError, check_device, reproduce
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match="--device cuda: no CUDA device is visible"):
+        reproduce(profile="smoke", out=tmp_path, device="cuda", only=["spn"])
+    assert not (tmp_path / "smoke").exists()            # refused before the output folder or any run
+    with pytest.raises(UsageError, match="cpu, cuda or cuda:N"):
+        check_device("gpu0")
+    check_device("cuda:1", executor="slurm")             # the nodes' GPUs: not this machine's to check
+    check_device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UsageError, match="has 1 CUDA device"):
+        check_device("cuda:1")
+    check_device("cuda:0")
+
+
+def test_selections_of_figures_or_studies_alone_work():
+    """--only a figure drawn from tables brings those tables' rows; a study-only selection has no runs and the
+    plan command still answers (no traceback)."""
+    from irlib.cli import main
+
+    spn = plan.build("spn", "smoke").select(["Fig. 2"])
+    assert [f.figure for f in spn.figures] == ["Fig. 2"] and {r.key.table for r in spn.rows} == {
+        "Table 1", "Table 2", "Table 3", "Table 4"} and spn.runs()
+    fig1a = plan.build("dinoir", "smoke").select(["Fig. 1a"])
+    assert {r.key.table for r in fig1a.rows} == {"Table 1", "Fig. 1a"}
+    study = plan.build("dinoir", "smoke").select(["Fig. 3b"])
+    assert study.runs() == [] and len(study.studies()) == 1
+    assert main(["plan", "--profile", "smoke", "--only", "dinoir/Fig. 3b"]) == 0

@@ -165,6 +165,11 @@ class Plan:
         if not tables:
             return self
         want = {t.lower() for t in tables}
+        for f in self.figures:   # a figure drawn from tables' rows brings those rows along (SPN Fig. 2, DINO-IR Fig. 1a)
+            if f.figure.lower() in want:
+                kw = dict(f.kw)
+                named = ([kw["table"]] if "table" in kw else []) + list(kw.get("tables", ()))
+                want |= {t.lower() for t in named}
         return dataclasses.replace(
             self, rows=[r for r in self.rows if r.key.table.lower() in want],
             figures=[f for f in self.figures if f.figure.lower() in want],

@@ -374,7 +374,9 @@ def run_costs(runs: list[RunSpec], gpu: str = MEASURED_ON, test_hw: dict[str, tu
                     "fits_on": smallest_fit(need), f"accum_on_{gpu}": acc,
                     "eval_peak_gib": round(t["eval_peak_gib"], 2) if "eval_peak_gib" in t else float("nan"),
                     "how": how})
-    return pd.DataFrame(out)
+    columns = ["key", "paper", "label", "net", "steps", "tflops_per_step", "s_per_step_est", "gpu_hours_est",
+               "basis", "peak_gib", "need_gib", "fits_on", f"accum_on_{gpu}", "eval_peak_gib", "how"]
+    return pd.DataFrame(out, columns=columns)   # a selection of studies or figures alone: no runs, same columns
 
 
 # ------------------------------------------------------------------------------------------ budget planner

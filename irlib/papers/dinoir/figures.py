@@ -115,15 +115,15 @@ def fig5(ctx: FigureContext) -> Path:
                          f"rain is closer for {closer:.0%} of {len(hv)} images.")
 
 
-def single_vs_multi(ctx: FigureContext, metric: str = "PSNR") -> Path:
-    """Fig. 1a: per test column, PSNR of Restormer and DINO-IR trained on that task alone (the plan's Fig. 1a
-    rows) and on all four tasks (Table 1's rows). Missing bars are runs not finished yet."""
+def single_vs_multi(ctx: FigureContext, tables: tuple[str, str] = ("Table 1", "Fig. 1a"), metric: str = "PSNR") -> Path:
+    """Fig. 1a: per test column, PSNR of Restormer and DINO-IR trained on all four tasks (``tables[0]``, Table 1)
+    and on that task alone (``tables[1]``, the plan's Fig. 1a rows). Missing bars are runs not finished yet."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     r = ctx.rows[ctx.rows.metric == metric]
-    multi = r[(r.table == "Table 1") & (r.dataset != "Avg") & r.method.isin(["Restormer", "DINO-IR"])]
-    single = r[r.table == "Fig. 1a"]
+    multi = r[(r.table == tables[0]) & (r.dataset != "Avg") & r.method.isin(["Restormer", "DINO-IR"])]
+    single = r[r.table == tables[1]]
     columns = list(dict.fromkeys(multi.setting.str.replace("multi-task; ", "", regex=False)))
     bars = [("Restormer", single, "single-task", "#f3b27a"), ("Restormer", multi, "multi-task", "tab:orange"),
             ("DINO-IR", single, "single-task", "#8fb9e0"), ("DINO-IR", multi, "multi-task", "tab:blue")]

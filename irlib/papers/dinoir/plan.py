@@ -256,7 +256,8 @@ def build(P: Profile, seed: int = 0, *, per_sigma: bool = False, dpc: str = "sha
 
     # ---------------------------------------------------------------- figures
     figs = "irlib.papers.dinoir.figures"
-    B.figure("Fig. 1a", "Single-task vs multi-task: Restormer and DINO-IR on each task", f"{figs}:single_vs_multi")
+    B.figure("Fig. 1a", "Single-task vs multi-task: Restormer and DINO-IR on each task", f"{figs}:single_vs_multi",
+             tables=("Table 1", "Fig. 1a"))
     B.figure("Fig. 1b", "Deblurring as the number of training tasks grows", f"{figs}:tasks_curve", table="Table 6")
     B.figure("Fig. 3a", "Deep DINOv2 features of one image under three degradations", f"{figs}:fig3a", studies=(fig3a,))
     B.figure("Fig. 3b", "PSNR deviation across noise levels: image, f_IMAGE, f_DINO", f"{figs}:fig3b", studies=(fig3b,))
