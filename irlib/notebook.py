@@ -173,7 +173,7 @@ def session(paper: str, *, profile: str = "smoke", device: str = "cpu", data_roo
         only = [t.strip() for t in only.split(",") if t.strip()]
     if isinstance(skip_data, str):
         skip_data = [t.strip() for t in skip_data.split(",") if t.strip()]
-    from . import build
+    from .papers import build
 
     full = build(paper, profile, seed=seed).select(only)
     plan, skipped = full.without_data(skip_data)

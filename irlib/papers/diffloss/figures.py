@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import fcntl
 from pathlib import Path
 from typing import Sequence
 
@@ -28,16 +27,14 @@ HSPACE_CSV, HSPACE_IMAGES = "hspace.csv", "hspace_images.pt"
 # ------------------------------------------------------------------------------------------ CUB
 @contextlib.contextmanager
 def _locked(ctx, name: str):
-    """An exclusive lock ``<run store>/_cub/.<name>.lock``: studies running side by side (local executor) build a
-    shared file once."""
+    """An exclusive lock ``<run store>/_cub/.<name>.lock`` (``filelock``): studies running side by side (local
+    executor) build a shared file once."""
+    from filelock import FileLock
+
     root = Path(ctx.store.root) / "_cub"
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield root
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(str(root / f".{name}.lock")):
+        yield root
 
 
 def _cub_items(ctx, ref: str):
@@ -212,7 +209,7 @@ def hspace(ctx, cub: str, tasks: Sequence[str], images: int, levels: Sequence[fl
     regenerations with h's top singular component perturbed. Writes the per-image distances (``hspace.csv``) and
     the kept regenerations (``hspace_images.pt``) for the figures; returns the per-group summary rows."""
     from ... import classify
-    from ... import diffloss as dl
+    from . import studies as dl
 
     unet = _at_side(ctx.fb.adm(), side)
     test = [c for c in _cub_items(ctx, cub) if not c.train][:images]
@@ -252,7 +249,7 @@ def _hspace_files(ctx) -> tuple[pd.DataFrame, dict]:
 
 def hspace_strips(ctx) -> list[Path]:
     """Fig. 2a: per degradation and mode, one image of each group regenerated at increasing perturbation."""
-    from ... import diffloss as dl
+    from . import studies as dl
 
     _, saved = _hspace_files(ctx)
     out = []
@@ -265,7 +262,7 @@ def hspace_strips(ctx) -> list[Path]:
 
 def hspace_curves(ctx) -> list[Path]:
     """Fig. 2b: feature distance against perturbation level, one panel per degradation, one file per mode."""
-    from ... import diffloss as dl
+    from . import studies as dl
 
     df, _ = _hspace_files(ctx)
     out = []
