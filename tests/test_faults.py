@@ -228,15 +228,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _nb(path: Path, code: str, extra: str = "") -> None:
-    import nbformat
+    """test_reproduce's tiny notebook, with the paper notebooks' other CLI-owned parameters declared too."""
+    from test_reproduce import _nb as make
 
-    n = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell('profile = "smoke"\ndevice = "cpu"\ndata_root = "d"\nseed = 0\nout_dir = "o"\n'
-                                  'runs_dir = ""\nonly = ""\nskip_data = ""\n' + extra)
-    p.metadata["tags"] = ["parameters"]
-    n.cells = [p, nbformat.v4.new_code_cell(code)]
-    n.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(n, path)
+    make(path, code, 'runs_dir = ""\nonly = ""\nskip_data = ""\n' + extra)
 
 
 ROW = ("from irlib.engine import ROW_COLUMNS\nimport pandas as pd, os\nos.makedirs(out_dir, exist_ok=True)\n"
