@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--root", required=True, help="where to write (e.g. /tmp/irlib-synth)")
     sy.add_argument("--n", type=int, default=3, help="images per split")
     sy.add_argument("--side", type=int, default=128, help="image side in pixels of the splits some run trains on")
-    sy.add_argument("--test-side", type=int, default=96,
-                    help="image side of the splits that are only evaluated on (0: --side for every split)")
+    sy.add_argument("--test-side", type=int, default=72,
+                    help="image side of the splits that are only evaluated on (0: --side for every split); 72 is "
+                         "a multiple of no network's padding unit above 8, so evaluation pads as on real test images")
 
     w = sub.add_parser("weights", help="released checkpoints and pretrained feature networks")
     wsub = w.add_subparsers(dest="wcmd", required=True)

@@ -43,7 +43,23 @@ def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.partial")
 
 
+FULL_BELOW = 1 << 20
+"""Free bytes under which a failed write is reported as a full disk (measured while the partial file still holds
+its blocks)."""
+
+
+def free_bytes(folder: str | Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system of ``folder`` (None when unknown)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def _atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+    import errno
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_name(path)
@@ -52,6 +68,14 @@ def _atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        free = free_bytes(path.parent)
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or (free is not None and free < FULL_BELOW):
+            # torch's zip writer reports a full disk as "unexpected pos …": name the cause and the file
+            raise OSError(errno.ENOSPC, f"No space left on device while writing {path} ({free} bytes free there; "
+                                        f"{type(e).__name__}: {str(e)[:200]})") from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -74,7 +98,11 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Pat
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     import torch
 
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:   # our handle: closed (blocks released) before the error is handled
+            torch.save(obj, f)
+
+    return _atomic(path, write)
 
 
 def read_json(path: str | Path, advice: str = "delete it and re-run") -> Any:

@@ -808,3 +808,62 @@ def test_selections_of_figures_or_studies_alone_work():
     study = plan.build("dinoir", "smoke").select(["Fig. 3b"])
     assert study.runs() == [] and len(study.studies()) == 1
     assert main(["plan", "--profile", "smoke", "--only", "dinoir/Fig. 3b"]) == 0
+
+
+# ------------------------------------------------------------------------------------ a disk that fills up
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (root only; skipped where mounting is not allowed), unmounted afterwards."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode})")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_fails_the_run_leaves_no_partial_file_and_a_rerun_with_space_gives_the_same_rows(
+        finished, small_disk):
+    """The run's weights (131 KB) do not fit in 64 KiB: the job fails naming the full disk, nothing half-written is
+    left (no done.json, no final.pt, no .partial), and once the disk has room the same plan trains to the rows
+    of an undisturbed run, bit for bit."""
+    import subprocess
+
+    _, p, rows = finished
+    store = RunStore(small_disk / "runs")
+    st = _run(p, store)
+    key = p.runs()[0].key()
+    assert list(st.state) == ["failed"], st.to_string()
+    assert "No space left on device" in st.error.iloc[0]
+    left = [f.name for f in (small_disk / "runs").rglob("*") if f.is_file()]
+    assert "done.json" not in left and "final.pt" not in left and not [n for n in left if n.endswith(".partial")]
+    assert not (store.dir(key) / "evals").exists() or not any((store.dir(key) / "evals").iterdir())
+    subprocess.run(["mount", "-o", "remount,size=200m", str(small_disk)], check=True)
+    st = _run(p, store)
+    assert list(st.state) == ["done"], st.to_string()
+    pd.testing.assert_frame_equal(gather(p, store).drop(columns=["runs"], errors="ignore"),
+                                  rows.drop(columns=["runs"], errors="ignore"))
+
+
+def test_a_failure_the_store_cannot_record_is_still_a_failure(tmp_path, monkeypatch):
+    """When even error.json cannot be written (a full or read-only store), the job is reported failed with what
+    the executor saw, never as pending."""
+    import irlib.engine.jobs as jobs
+
+    p = tiny_plan(steps=2)
+
+    def broken(*a, **kw):
+        raise RuntimeError("the data loader broke")
+
+    def no_record(path, text):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(jobs, "_train", broken)
+    monkeypatch.setattr(jobs, "atomic_write_text", no_record)
+    st = _run(p, RunStore(tmp_path / "runs"))
+    assert list(st.state) == ["failed"] and "the data loader broke" in st.error.iloc[0]

@@ -1,6 +1,5 @@
 """DINO-IR's plan: the rows it plans against the reference (own rows only), the runs the tables share, what each
-run trains, the Avg columns, and one small rehearsal end to end on synthetic data."""
-import numpy as np
+run trains and the Avg columns (the whole rehearsal, tests/test_rehearsal.py, runs every table end to end)."""
 import pandas as pd
 import pytest
 
@@ -171,25 +170,6 @@ def test_study_rows_use_the_reference_keys(full):
     fig5 = next(s for s in full.studies() if s.name == "Fig. 5")
     derainer = fig5.deps[0]   # Fig. 5's "little rain" comes from a trained derainer: the Table 1 Restormer
     assert derainer.key() == _runs(full, "Table 1", "Restormer")[0] and any(s.task == "rain" for s in derainer.train)
-
-
-def test_rehearsal_of_table_5_end_to_end(tmp_path):
-    """Table 5 (V0 and V1-V3) of the rehearsal plan, on synthetic Rain100L in its real layout: train, evaluate,
-    gather; every row gets a value and V1-V3 carry a paired gain over V0."""
-    from irlib.data.splits import synth
-
-    root = tmp_path / "data"
-    synth(root, n=2, only=["rain100l"])
-    p = plan.build("dinoir", "rehearse").select(["Table 5"])
-    assert len(p.runs()) == 4 and all(r.limits is not None and r.weights == "random" for r in p.runs())
-    store = plan.RunStore(tmp_path / "runs")
-    status = plan.execute(p, store, plan.Context(root, store.root), executor="inline")
-    assert (status.state == "done").all(), status.error.tolist()
-    rows = plan.gather(p, store)
-    assert len(rows) == 4 and rows.value.notna().all() and np.isfinite(rows.value).all()
-    assert (rows.n_images == 2).all()
-    variants = rows[rows.method != "V0 (Restormer)"]
-    assert (variants.baseline == "V0 (Restormer)").all() and variants.gain.notna().all()
 
 
 def test_runner_pools_clean_sources_and_draws_alternative_tasks(tmp_path):

@@ -94,3 +94,18 @@ def test_plan_runs_table_carries_the_recipe_columns(full):
     assert table["declared"].str.startswith("rec_loss:").all()
     spn_row = recipe_columns(run_costs(runs), runs, [plans["spn"]])["extra_terms"]
     assert (spn_row == "none").any() and spn_row.str.contains(r"spn \(VGG").any()
+
+
+def test_rows_of_runs_with_declared_differences_say_so(full, tmp_path):
+    """A reader of the report sees, on each row, that its run's recipe differs from the release and where."""
+    plans, _ = full
+    p = plans["spn"]
+    rows = plan.gather(p, plan.RunStore(tmp_path / "empty"))
+    by_key = {r.key(): r for r in p.runs()}
+    for _, row in rows[rows.runs != ""].iterrows():
+        dims = sorted({d for k in row.runs.split() for d, _ in by_key[k].declared})
+        marked = "recipe differs from the release in:" in row.notes
+        assert marked == bool(dims), (row.method, row.dataset, row.notes)
+        if dims:
+            assert f"in: {', '.join(dims)} (declared)" in row.notes
+    assert rows.notes.str.contains("recipe differs").any()

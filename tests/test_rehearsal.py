@@ -2,6 +2,7 @@
 written into the real folder layouts (random weights), through the local executor and the run store, then the
 notebooks gather and draw. The rows it emits must be exactly the rows `irlib plan --profile full` lists."""
 import io
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,11 @@ def test_rehearsal_emits_exactly_the_planned_full_rows(tmp_path):
     missing = rows[rows.value.isna() & ~rows.notes.str.contains("collapsed")]
     assert missing.empty, missing[KEY + ["notes"]].head(20).to_string()
     assert (rows.profile == "rehearse").all() and (rows.weights == "random").all()
+    # every paired row carries its gain over its baseline (e.g. DINO-IR Table 5's V1-V3 over V0)
+    paired = rows[rows.baseline.fillna("") != ""]
+    assert len(paired) > 150 and paired.gain.map(math.isfinite).all(), paired[paired.gain.isna()][KEY].head()
+    t5 = rows[(rows.paper == "dinoir") & (rows.table == "Table 5") & rows.method.str.match(r"V[123] ")]
+    assert len(t5) == 3 and (t5.baseline == "V0 (Restormer)").all()
     from irlib import plan
 
     figures = {(f.paper, f.figure) for p in plan.PAPERS for f in plan.build(p, "full").figures}

@@ -393,6 +393,9 @@ def _join(a: str, b: str) -> str:
 def _measured(rec: dict, metric: str, src: Measure, store, profile: Profile, paired_bootstrap) -> None:
     rec["measured_on"] = profile.measured_on or src.eval.testset.dataset
     rec["runs"] = " ".join(r.key() for r in src.runs)
+    declared = sorted({dim for r in src.runs for dim, _ in r.declared})
+    if declared:   # the run's recipe differs from its release's there, by a declared choice (irlib plan --runs)
+        rec["notes"] = _join(rec["notes"], f"recipe differs from the release in: {', '.join(declared)} (declared)")
     per_seed, images, problems = [], [], []
     for r in src.runs:
         res, why = _result(store, r, src.eval)

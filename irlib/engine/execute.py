@@ -131,12 +131,23 @@ def execute(plans: Plan | Sequence[Plan], store: RunStore | str | Path, context:
     ex = make_executor(executor, store, device=device, jobs=jobs, slurm=slurm, on_event=on_event) \
         if isinstance(executor, str) else executor
     waves = submit_plans(plans, store, context)
+    tried: set[str] = set()
     for wave in waves:
         todo = pending(store, wave)
         if todo:
+            tried.update(todo)
             ex.submit(todo)
             ex.wait()
-    return summary(store, [k for w in waves for k in w])
+    table = summary(store, [k for w in waves for k in w])
+    # a job that ran here and neither finished nor left an error record (a full or read-only store could not take
+    # error.json) failed: never show it as pending
+    silent = table.key.isin(tried) & table.state.isin(["pending", "partial"])
+    if silent.any():
+        known = getattr(ex, "failures", {})
+        table.loc[silent, "error"] = [known.get(k) or "the job ended without finishing or recording an error; is "
+                                      f"the run store {store.root} full or read-only?" for k in table.key[silent]]
+        table.loc[silent, "state"] = "failed"
+    return table
 
 
 def summary(store: RunStore, keys: Sequence[str]) -> pd.DataFrame:
@@ -163,6 +174,7 @@ class InlineExecutor:
     def __init__(self, store: RunStore, device: str = "cpu", on_event: OnEvent | None = None):
         self.store, self.device, self.on_event = store, device, on_event or (lambda *a: None)
         self._queue: list[str] = []
+        self.failures: dict[str, str] = {}   # key -> what failed, also when the store could not record it
 
     def submit(self, keys: Sequence[str]) -> None:
         self._queue += list(keys)
@@ -179,7 +191,8 @@ class InlineExecutor:
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # recorded in error.json; the next jobs still run
-                self.on_event("failed", k, f"{type(e).__name__}: {e}")
+                self.failures[k] = f"{type(e).__name__}: {e}"
+                self.on_event("failed", k, self.failures[k])
 
     def terminate(self) -> None:
         self._queue = []   # the running job gets the KeyboardInterrupt itself

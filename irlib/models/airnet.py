@@ -16,7 +16,8 @@ Two parts, named as in the authors' release (XLearning-SCU/2022-CVPR-AirNet, ``n
   ``sft.conv_beta``) to its input. The release computes the deformable conv with ``mmcv.ops``;
   :func:`torchvision.ops.deform_conv2d` computes the same operation (same offset layout: (dy, dx) per kernel
   point, row-major), which ``tests/test_release_dinoir_comparisons_b.py`` checks against an explicit bilinear
-  reference.
+  reference; on CPU :func:`irlib.models.deform.modulated_deform_conv2d` computes it ~3x faster with the same values
+  and gradients (``DCNLayer.impl``).
 
 A released checkpoint (``ckpt/All.pth``: every key of ``R`` and ``E``, the two encoders, BN statistics and the
 queue) loads with ``strict=True``. At inference the release runs ``E`` on the input alone (``encoder_q``, batch
@@ -39,7 +40,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.ops import deform_conv2d
+
+from .deform import modulated_deform_conv2d
 
 
 # ------------------------------------------------------------------------------------------------ encoder (CBDE)
@@ -156,6 +158,7 @@ class DCNLayer(nn.Module):
         super().__init__()
         k = int(kernel_size)
         self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.impl = "auto"   # irlib.models.deform: torchvision on CUDA, the vectorised CPU kernel on CPU
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, k, k))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         guide = in_channels if guide_channels is None else guide_channels
@@ -168,9 +171,9 @@ class DCNLayer(nn.Module):
     def forward(self, x: torch.Tensor, inter: torch.Tensor) -> torch.Tensor:
         out = self.conv_offset_mask(torch.cat([x, inter], dim=1))
         o1, o2, mask = torch.chunk(out, 3, dim=1)
-        return deform_conv2d(x.contiguous(), torch.cat([o1, o2], dim=1), self.weight, self.bias,
-                             stride=self.stride, padding=self.padding, dilation=self.dilation,
-                             mask=torch.sigmoid(mask))
+        return modulated_deform_conv2d(x.contiguous(), torch.cat([o1, o2], dim=1), self.weight, self.bias,
+                                       stride=self.stride, padding=self.padding, dilation=self.dilation,
+                                       mask=torch.sigmoid(mask), impl=self.impl)
 
 
 class SFTLayer(nn.Module):

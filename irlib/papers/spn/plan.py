@@ -190,6 +190,10 @@ def build(P: Profile, seed: int = 0) -> Plan:
     # ---------------------------------------------------------------- figures
     B.figure("Fig. 2", "Retrained with SPN vs the original training", "irlib.engine.drawing:gains_bar",
              tables=("Table 1", "Table 2", "Table 3", "Table 4"), metric="PSNR")
+    (edsr4, edsr4_spn), (swinl, swinl_spn) = sr_runs["EDSR-light", 4], sr_runs["SwinIR-light", 4]
+    B.figure("Fig. 2a", "Super-resolution x4 on Manga109: PSNR against parameters",
+             "irlib.papers.spn.figures:sr_psnr_vs_params", runs=(edsr4[0], edsr4_spn[0], swinl[0], swinl_spn[0]),
+             names=("EDSR-light", "EDSR-light+SPN", "SwinIR-light", "SwinIR-light+SPN"), table="Table 1")
     swin, swin_spn = sr_runs["SwinIR", 4]
     B.figure("Fig. 4", "Super-resolution x4: SwinIR vs SwinIR+SPN", "irlib.engine.drawing:visual_pair",
              runs=(swin[0], swin_spn[0]), testset=urban.testset, names=("SwinIR", "SwinIR+SPN"), channel="y", crop=4)
