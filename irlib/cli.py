@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--time-min", type=int, default=1440,
                    help="Slurm time limit per task in minutes; a task that hits it is requeued and resumes")
     r.add_argument("--array-parallelism", type=int, default=None, help="Slurm: at most this many tasks at once")
+    r.add_argument("--only-runs", default=None, metavar="FILE",
+                   help="train only the run keys listed in FILE (one per line, '#' comments; irlib plan --budget "
+                        "writes one) and the runs they depend on; keep the rows, studies and figures they compute, "
+                        "show the other rows as 'not run in this selection'; with --only, the intersection")
+    r.add_argument("--gpu", default=None, metavar="NAME",
+                   help="device table of irlib plan (h100, a100-80, a100-40, l40s, a6000, rtx4090, a10, v100): each "
+                        "run not done yet records in its job, and trains with, the gradient-accumulation factor that "
+                        "fits it on that GPU (same effective batch and schedule, same run key); costs a memory trace "
+                        "per run at startup: about 3 s in all for the full profile (traces shipped), seconds per run "
+                        "traced on first use otherwise (cached). Default: no accumulation")
 
     s = sub.add_parser("status", help="state of every run in a run store (done, running with progress, failed)")
     s.add_argument("--out", default="reports", help="the --out of irlib reproduce")
@@ -177,7 +187,8 @@ def _dispatch(a) -> int:
                  "array_parallelism": a.array_parallelism}
         st = reproduce(profile=a.profile, out=a.out, only=a.only, jobs=a.jobs, device=a.device, data_root=a.data_root,
                        seed=a.seed, timeout=a.cell_timeout, executor=a.executor, params=dict(a.param),
-                       skip_missing=a.skip_missing, slurm=slurm, progress_every=a.progress_every)
+                       skip_missing=a.skip_missing, slurm=slurm, progress_every=a.progress_every,
+                       only_runs=a.only_runs, gpu=a.gpu)
         print(st.to_string(index=False))
         print(f"report: {Path(a.out) / a.profile / 'report.html'}")
         bad = st[st["status"] != "ok"]
@@ -339,9 +350,11 @@ def _budget(a, plans, costs) -> int:
     out.write_text("".join(f"{k}  # {label[k]}, {hours[k]:.1f} GPU-h\n" for k in chosen))
     tables = sorted({f"{i.paper}/{i.table}" for i in covered})
     print(f"selection: {out} ({len(chosen)} run keys)")
-    print("command: irlib reproduce --profile full --executor local --only-runs " + str(out))
-    print("  (--only-runs is not in irlib reproduce yet; until it is, the tables fully covered are: "
-          + " ".join(f"--only '{t}'" for t in tables if not any(f'{i.paper}/{i.table}' == t for i in left)) + ")")
+    whole = [t for t in tables if not any(f"{i.paper}/{i.table}" == t for i in left)]
+    print(f"command: irlib reproduce --profile {a.profile} --executor local --gpu {a.gpu} "
+          + (f"--seed {a.seed} " if a.seed else "") + f"--only-runs {out}")
+    print(f"  (trains these runs with the accumulation that fits a {a.gpu}; rows needing other runs show as 'not run "
+          f"in this selection'; tables fully covered: {', '.join(whole) or 'none'})")
     return 0
 
 

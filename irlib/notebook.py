@@ -25,6 +25,7 @@ class Session:
     rows: pd.DataFrame | None = None
     full_plan: Plan | None = None
     skipped: dict = field(default_factory=dict)   # table -> why (missing data, from --skip-missing)
+    unselected: Plan | None = None   # rows and figures --only-runs leaves out (shown as not run, never failed)
 
     def banner(self) -> str:
         return self.plan.profile.banner
@@ -47,6 +48,10 @@ class Session:
             skipped["value"] = float("nan")
             skipped["notes"] = skipped.table.map(self.skipped)
             self.rows = pd.concat([self.rows, skipped], ignore_index=True)
+        if self.unselected is not None and self.unselected.rows:
+            from .engine.selection import NOT_SELECTED
+
+            self.rows = pd.concat([self.rows, not_run(self.unselected, NOT_SELECTED)], ignore_index=True)
         atomic_write_text(self.out_dir / "results.csv", self.rows.to_csv(index=False))
         return self.rows
 
@@ -76,6 +81,10 @@ class Session:
     def overview(self) -> pd.Series:
         """Print the profile's banner (``full profile`` when there is none); the planned rows per table."""
         print(self.banner() or "full profile")
+        if self.unselected is not None:
+            print(f"--only-runs: {len(self.plan.runs())} runs, {len(self.plan.rows)} rows, {len(self.plan.figures)} "
+                  f"figures kept; {len(self.unselected.rows)} rows and {len(self.unselected.figures)} figures not run "
+                  f"in this selection")
         return self.plan.frame().groupby("table").size().rename("rows planned")
 
     def show(self, *tables: str) -> None:
@@ -136,6 +145,9 @@ class Session:
 
         rows = self.rows if self.rows is not None else self.gather()
         out = []
+        for spec in self.unselected.figures if self.unselected is not None else ():
+            if not only or spec.figure in only:
+                print(f"[{spec.figure}] not drawn: not run in this selection (irlib reproduce --only-runs)")
         for spec in self.plan.figures:
             if only and spec.figure not in only:
                 continue
@@ -164,11 +176,13 @@ def _display(obj) -> None:
 
 def session(paper: str, *, profile: str = "smoke", device: str = "cpu", data_root: str = "data", seed: int = 0,
             out_dir: str = "reports/smoke/", runs_dir: str = "", files: dict | None = None,
-            only: Sequence[str] | str | None = None, skip_data: Sequence[str] | str = ()) -> Session:
+            only: Sequence[str] | str | None = None, skip_data: Sequence[str] | str = (),
+            only_runs: str | Path = "") -> Session:
     """The notebook's entry point. ``runs_dir`` defaults to ``<out_dir>/../runs`` (shared by the papers of
     one ``irlib reproduce``); ``only`` keeps some tables (``["Table 1", "Fig. 4"]`` or ``"Table 1,Fig. 4"``);
     ``skip_data`` names missing datasets (``irlib reproduce --skip-missing``): their tables become rows saying
-    why instead of failing the notebook."""
+    why instead of failing the notebook; ``only_runs`` is a file of run keys (``irlib reproduce --only-runs``):
+    only what those runs compute is run, the other rows say "not run in this selection"."""
     if isinstance(only, str):
         only = [t.strip() for t in only.split(",") if t.strip()]
     if isinstance(skip_data, str):
@@ -176,8 +190,24 @@ def session(paper: str, *, profile: str = "smoke", device: str = "cpu", data_roo
     from .papers import build
 
     full = build(paper, profile, seed=seed).select(only)
+    unselected = None
+    if only_runs:
+        from .engine.selection import read_selection, restrict
+
+        full, unselected = restrict(full, read_selection(only_runs))
     plan, skipped = full.without_data(skip_data)
     out = Path(out_dir).resolve()
     store = RunStore(Path(runs_dir).resolve() if runs_dir else out.parent / "runs")
     return Session(plan, store, out, device, str(Path(data_root).resolve()), dict(files or {}), full_plan=full,
-                   skipped=skipped)
+                   skipped=skipped, unselected=unselected)
+
+
+def not_run(plan: Plan, why: str) -> pd.DataFrame:
+    """The rows of ``plan`` as tidy rows with no value and ``why`` as their note (nothing is read from a store)."""
+    from .engine.core import ROW_COLUMNS
+
+    recs = [{**r.key.as_dict(), "value": float("nan"), "measured_on": "", "n_seeds": 0, "n_images": 0, "baseline": "",
+             "gain": float("nan"), "gain_ci_low": float("nan"), "gain_ci_high": float("nan"),
+             "profile": plan.profile.name, "weights": plan.profile.weights,
+             "notes": f"{why}; {r.notes}" if r.notes else why, "runs": ""} for r in plan.rows]
+    return pd.DataFrame(recs, columns=ROW_COLUMNS)

@@ -140,7 +140,7 @@ def notebook_parameters(name: str) -> dict[str, Param]:
 
 OWNED = {"profile": "--profile", "device": "--device", "data_root": "--data-root", "seed": "--seed",
          "out_dir": "--out", "runs_dir": "--out (the run store is OUT/PROFILE/runs)", "only": "--only",
-         "skip_data": "--skip-missing"}
+         "skip_data": "--skip-missing", "only_runs": "--only-runs"}
 """Notebook parameters ``irlib reproduce`` sets from its own options: ``-p`` may not override them (a ``-p profile
 full`` under ``--profile smoke`` would run the full plan into ``smoke/``, past the preflight)."""
 
@@ -200,6 +200,39 @@ def check_params(selection: dict[str, list[str]], params: dict[str, str]) -> dic
         for n in takers:
             per[n][k] = parse_value(declared[n][k], str(v), n)
     return per
+
+
+def unknown_keys(keys: Sequence[str], plans: Sequence, profile: str, seed: int, only: Sequence[str] | None) -> str:
+    """'' when every key in ``keys`` is a run of ``plans`` (the profile's plans, cut by ``--only``); otherwise why
+    not, key by key: a run of this profile outside ``--only``, a run of another profile or seed offset, a study,
+    or nothing any plan has."""
+    from .engine.core import PROFILES
+    from .papers import build, registry
+
+    have = {r.key() for p in plans for r in p.runs()}
+    missing = [k for k in keys if k not in have]
+    if not missing:
+        return ""
+    where: dict[str, str] = {}
+
+    def look(label: str, ps) -> None:
+        for p in ps:
+            for r in p.runs():
+                where.setdefault(r.key(), f"{label} {p.paper} run {r.label or r.net!r}")
+            for s in p.studies():
+                where.setdefault(s.key(), f"{label} {p.paper} study {s.name!r} (list run keys, not studies)")
+
+    whole = [build(n, profile, seed) for n in registry()]
+    look(f"outside --only: a {profile}-profile", whole)
+    for other in PROFILES:
+        look(f"a {other}-profile", [build(n, other, seed) for n in registry()])
+    if seed:
+        look(f"a seed-0 {profile}-profile", [build(n, profile, 0) for n in registry()])
+    scope = ", ".join(f"{p.paper}" + (f" ({', '.join(p.tables())})" if only else "") for p in plans) or "none"
+    names = "; ".join(f"{k} ({where.get(k, 'no run of any profile')})" for k in missing[:20])
+    more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+    return (f"{len(missing)} of {len(keys)} keys are not runs of the {profile} profile's selected plans "
+            f"[{scope}]{' with --seed ' + str(seed) if seed else ''}: {names}{more}")
 
 
 def writable(out: Path) -> None:
@@ -347,10 +380,17 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
               device: str = "cpu", data_root: str = "data", seed: int = 0, timeout: int | None = None,
               executor: str = "inline", params: dict[str, str] | None = None, skip_missing: bool = False,
               slurm: dict | None = None, progress_every: float = 10.0, preflight_only: bool = False,
-              echo=print) -> pd.DataFrame:
+              only_runs: str | Path | None = None, gpu: str | None = None, echo=print) -> pd.DataFrame:
     """Run the selected notebooks (and, with ``executor`` local/slurm, their plans' jobs first) and write
     ``<out>/<profile>/{results.csv,results.parquet,status.csv,report.md,report.html}``. Returns the status
-    table. Raises :class:`UsageError` for wrong options and :class:`MissingInputs` when the preflight fails."""
+    table. Raises :class:`UsageError` for wrong options and :class:`MissingInputs` when the preflight fails.
+
+    ``only_runs``: a file of run keys (:func:`irlib.engine.selection.read_selection`); only those runs and the
+    runs they depend on are trained, and only the rows, studies and figures they compute are kept (the other
+    rows say "not run in this selection"); papers none of whose runs are listed, and the notebooks that are not
+    papers unless ``only`` names them, do not run. ``gpu``: a device of :data:`irlib.engine.cost.DEVICES`; every
+    run not done yet records the gradient-accumulation factor that fits it on that GPU in its job record, and
+    trains with it (without: 1)."""
     from . import plan
     from .engine.preflight import describe, missing_refs, preflight
 
@@ -359,13 +399,35 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
     if executor not in plan.EXECUTORS:
         raise UsageError(f"--executor must be one of {', '.join(plan.EXECUTORS)}; got {executor!r}")
     check_device(device, executor)
+    if gpu is not None:
+        from .engine.cost import device as gpu_device
+
+        try:
+            gpu_device(gpu)
+        except ValueError as e:
+            raise UsageError(f"--gpu: {e}") from None
+    keys = None
+    if only_runs is not None:
+        from .engine.selection import SelectionError, read_selection
+
+        try:
+            keys = read_selection(only_runs)
+        except SelectionError as e:
+            raise UsageError(str(e)) from None
     selection = select(only)
+    if keys is not None and not only:   # a selection of runs: the benchmarks notebook only when --only names it
+        selection = {n: t for n, t in selection.items() if n in PAPERS}
     per_nb = check_params(selection, dict(params or {}))
     out_root = Path(out).resolve() / profile   # notebooks run with cwd=notebooks/, so paths are absolute
     writable(out_root)
     store_root = out_root / "runs"
     data_root = str(Path(data_root).resolve())
     by_nb = {n: plan.build(n, profile, seed).select(t) for n, t in selection.items() if n in PAPERS}
+    selection_file = None
+    if keys is not None:
+        by_nb, selection_file = _only_runs(keys, only_runs, by_nb, profile, seed, only, out_root, echo)
+        selection = {n: t for n, t in selection.items() if n in by_nb or n not in PAPERS}
+        per_nb = {n: v for n, v in per_nb.items() if n in selection}
     plans = list(by_nb.values())
 
     table = preflight(plans, data_root)
@@ -385,6 +447,10 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
             per_nb[n].setdefault("skip_data", ",".join(skip))
 
     kept_plans = {n: p.without_data(skip)[0] for n, p in by_nb.items()}
+    store = plan.RunStore(store_root)
+    factors = accumulation_factors(list(kept_plans.values()), store, gpu, echo) if gpu else {}
+    if executor == "inline" and kept_plans:   # the notebooks train: the jobs' records carry this --gpu's factors
+        plan.submit_plans(list(kept_plans.values()), store, plan.Context(data_root, store_root), accum=factors)
     base = {"profile": profile, "device": device, "data_root": data_root, "seed": seed}
     status_rows: list[dict] = []
     runner = Runner(out_root, timeout)
@@ -405,10 +471,9 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
             echo(f"running {sum(len(p.runs()) for p in plans)} runs through the {executor} executor "
                  f"(run store {store_root})")
             kept = list(kept_plans.values())
-            store = plan.RunStore(store_root)
             local = plan.make_executor(executor, store, device=device, jobs=jobs, slurm=slurm,
                                        on_event=lambda k, key, m: echo(f"  [{k}] {key} {m}"))
-            plan.execute(kept, store, plan.Context(data_root, store_root), executor=local)
+            plan.execute(kept, store, plan.Context(data_root, store_root), executor=local, accum=factors)
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if jobs > 1 else 0
         # after a local executor the machine is free again: the notebooks (gathering, studies' figures) share it
         # too; after Slurm they run on the submitting (login) node, one at a time
@@ -420,6 +485,8 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
                 prm = {**base, **per_nb[nb], "runs_dir": str(store_root)} if nb in PAPERS else {**base, **per_nb[nb]}
                 if tables:
                     prm["only"] = ",".join(tables)
+                if selection_file is not None and nb in PAPERS:
+                    prm["only_runs"] = str(selection_file)
                 futs[nb] = pool.submit(runner.run, nb, prm, threads)
             for nb, f in futs.items():
                 while not f.done():
@@ -455,6 +522,73 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
     if interrupted:
         raise Interrupted(out_root)
     return status
+
+
+def _only_runs(keys: list[str], path, by_nb: dict, profile: str, seed: int, only, out_root: Path,
+               echo) -> tuple[dict, Path]:
+    """``by_nb`` cut down to the selection ``keys`` (:func:`irlib.engine.selection.restrict`), without the papers
+    it leaves no run of; and the file the notebooks read it from (``OUT/PROFILE/only-runs.txt``: the keys and the
+    runs they depend on). Unknown keys are a :class:`UsageError` naming each, before anything runs."""
+    from .engine.selection import closure, computes_anything, restrict
+
+    why = unknown_keys(keys, list(by_nb.values()), profile, seed, only)
+    if why:
+        raise UsageError(f"--only-runs {path}: {why}")
+    cut = {n: restrict(p, keys) for n, p in by_nb.items()}
+    kept = {n: k for n, (k, _) in cut.items() if computes_anything(k)}
+    every = closure(by_nb.values(), keys)
+    labels = {r.key(): r.label or r.net for p in by_nb.values() for r in p.runs()}
+    extra = sorted(every - set(keys))
+    echo(f"--only-runs {path}: {len(keys)} runs listed" + (f", {len(extra)} more they depend on ("
+                                                          f"{', '.join(labels[k] for k in extra)})" if extra else ""))
+    for n, (k, left) in cut.items():
+        if n not in kept:
+            echo(f"  {n}: none of its runs is listed; its notebook does not run")
+            continue
+        tables = k.tables()
+        echo(f"  {n}: {len(k.rows)} rows, {len(k.figures)} figures, {len(k.studies())} studies kept "
+             f"({', '.join(tables) or 'no table'}); {len(left.rows)} rows and {len(left.figures)} figures not run "
+             f"in this selection")
+    target = out_root / "only-runs.txt"
+    atomic_write_text(target, f"# --only-runs {Path(path).resolve()} and the runs they depend on\n" + "".join(
+        f"{k}  # {labels.get(k, '')}{' (dependency)' if k in extra else ''}\n"
+        for k in list(keys) + extra))
+    return kept, target
+
+
+def accumulation_factors(plans: Sequence, store, gpu: str, echo=print) -> dict[str, int]:
+    """Run key -> the gradient-accumulation factor that fits the run on ``gpu`` (``irlib plan``'s
+    ``accum_on_<gpu>``), for the runs of ``plans`` not done yet in ``store``; the memory model is calibrated on
+    the full profile's bench runs. A run that does not fit even a micro-batch of one is a :class:`UsageError`."""
+    from .engine import cost
+    from .io import CorruptFile
+    from .papers import build, registry
+
+    runs: dict[str, object] = {}
+    for p in plans:
+        for r in p.runs():
+            try:
+                done = store.state(r.key()) == "done"
+            except (CorruptFile, OSError):
+                done = False
+            if not done:
+                runs.setdefault(r.key(), r)
+    if not runs:
+        return {}
+    cal = cost.calibrate([r for n in registry() for r in build(n, "full").runs()], trace=cost.traced)
+    costs = cost.run_costs(list(runs.values()), gpu, cost.largest_test_images(plans), cal, trace=cost.traced)
+    col = f"accum_on_{gpu}"
+    factors = {k: int(v) for k, v in zip(costs.key, costs[col])}
+    bad = costs[costs[col] == 0]
+    if len(bad):
+        raise UsageError(f"--gpu {gpu}: {len(bad)} runs do not fit one {gpu} even one image per micro-batch "
+                         f"({', '.join(f'{lb} needs {g:.1f} GiB at the full batch' for lb, g in zip(bad.label, bad.need_gib))}"
+                         f"); choose a GPU with more memory")
+    big = costs[costs[col] > 1]
+    echo(f"--gpu {gpu}: {len(costs)} runs to train; " + (
+        f"{len(big)} with gradient accumulation (same effective batch and schedule): "
+        + ", ".join(f"{lb} x{k}" for lb, k in zip(big.label, big[col])) if len(big) else "all fit at their batch"))
+    return factors
 
 
 def job_outcome(result: dict, plan, store_root: Path, out, profile: str) -> dict:

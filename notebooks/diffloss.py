@@ -20,6 +20,7 @@ out_dir = "reports/smoke/diffloss"
 runs_dir = ""        # run store; default <out_dir>/../runs (shared with the other notebooks of a reproduce)
 only = ""            # comma-separated tables/figures to keep, e.g. "Table 1,Fig. 5"
 skip_data = ""        # comma-separated missing datasets (irlib reproduce --skip-missing): their tables become skip rows
+only_runs = ""        # file of run keys to keep (irlib reproduce --only-runs); their rows run, the others show as not run
 adm_checkpoint = ""  # local path or URL of 256x256_diffusion_uncond.pt (default: OpenAI's URL, cached)
 
 # %%
@@ -27,7 +28,8 @@ from irlib.notebook import session
 
 S = session("diffloss", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"adm": adm_checkpoint} if adm_checkpoint else None,
-            only=only, skip_data=skip_data)
+            only=only, skip_data=skip_data,
+            only_runs=only_runs)
 S.overview()
 
 # %% [markdown]

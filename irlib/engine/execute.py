@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import pandas as pd
 
@@ -40,9 +40,11 @@ OnEvent = Callable[[str, str, str], None]
 PROTOCOL = "@@irlib "
 
 
-def submit_plans(plans: Sequence[Plan], store: RunStore, context: Context) -> list[list[str]]:
+def submit_plans(plans: Sequence[Plan], store: RunStore, context: Context,
+                 accum: Mapping[str, int] | None = None) -> list[list[str]]:
     """Write every job of ``plans`` into the store; returns the job keys in waves (runs without dependencies,
-    runs with dependencies, studies)."""
+    runs with dependencies, studies). ``accum``: run key -> gradient-accumulation factor to record in each run's
+    job (1 for a run it does not name; ``irlib reproduce --gpu``); None keeps what the jobs recorded (1 when new)."""
     evals: dict[str, list] = {}
     runs: dict[str, RunSpec] = {}
     studies = {}
@@ -57,7 +59,8 @@ def submit_plans(plans: Sequence[Plan], store: RunStore, context: Context) -> li
     waves: list[list[str]] = [[], [], []]
     prints: dict[str, dict | None] = {}
     for k, r in runs.items():
-        store.submit(r, evals.get(k, []), context, data_used(r, evals.get(k, []), context.data_root, prints))
+        store.submit(r, evals.get(k, []), context, data_used(r, evals.get(k, []), context.data_root, prints),
+                     accum=None if accum is None else int(accum.get(k, 1)))
         waves[1 if r.deps() else 0].append(k)
     for k, s in studies.items():
         store.submit(s, [], context, data_used(s, [], context.data_root, prints))
@@ -120,17 +123,17 @@ def make_executor(name: str, store: RunStore, *, device: str = "cpu", jobs: int 
 
 def execute(plans: Plan | Sequence[Plan], store: RunStore | str | Path, context: Context, *,
             executor: str | Executor = "inline", device: str = "cpu", jobs: int = 1, slurm: dict | None = None,
-            on_event: OnEvent | None = None) -> pd.DataFrame:
+            on_event: OnEvent | None = None, accum: Mapping[str, int] | None = None) -> pd.DataFrame:
     """Run every job ``plans`` need that the store does not hold yet, wave by wave, with ``executor`` (a name
-    for :func:`make_executor`, or an :class:`Executor` the caller keeps to terminate). Returns a table (key,
-    label, kind, state, error)."""
+    for :func:`make_executor`, or an :class:`Executor` the caller keeps to terminate); ``accum`` as in
+    :func:`submit_plans`. Returns a table (key, label, kind, state, error)."""
     plans = [plans] if isinstance(plans, Plan) else list(plans)
     store = store if isinstance(store, RunStore) else RunStore(store)
     if not isinstance(context, Context):
         raise TypeError(f"execute needs an engine.Context (data root, store), got {type(context).__name__}")
     ex = make_executor(executor, store, device=device, jobs=jobs, slurm=slurm, on_event=on_event) \
         if isinstance(executor, str) else executor
-    waves = submit_plans(plans, store, context)
+    waves = submit_plans(plans, store, context, accum)
     tried: set[str] = set()
     for wave in waves:
         todo = pending(store, wave)

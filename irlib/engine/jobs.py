@@ -162,7 +162,8 @@ def _train_and_evaluate(store: RunStore, key: str, job: dict, device: str) -> No
         for dep in spec.deps():
             if not store.done(dep.key()):
                 raise DependencyNotReady(f"run {key} needs run {dep.key()} ({dep.label or dep.net}) to finish first")
-        model = _train(store, key, spec, fb, data_root, device, job.get("label") or spec.net)
+        model = _train(store, key, spec, fb, data_root, device, job.get("label") or spec.net,
+                       accum=int(job.get("accum") or 1))
         missing = list(job["eval_objs"])   # evaluations left by an earlier training are redone from these weights
     failures = []
     for ev in missing:
@@ -187,7 +188,8 @@ def _train_and_evaluate(store: RunStore, key: str, job: dict, device: str) -> No
                                f"failed: " + "; ".join(failures)[:1500])
 
 
-def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device: str, label: str = ""):
+def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device: str, label: str = "",
+           accum: int = 1):
     import pandas as pd
     import torch
 
@@ -222,7 +224,7 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     else:
         on_step = progress
     tr = build_trainer(sched, model, terms, batches, device, ckpt_dir=d / "ckpt", forward=train_forward(spec, fb),
-                       callback=on_step)
+                       callback=on_step, accum=accum)
     t0 = time.time()
     try:
         tr.fit(sched.steps)
@@ -245,7 +247,8 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     atomic_torch_save({"model": final.state_dict(), "step": tr.step}, d / "final.pt")
     collapse_step = next((r["step"] for r in tr.log if r.get("collapsed")), None)
     record = {"key": key, "label": label or spec.label, "steps": tr.step, "collapsed": tr.collapsed,
-              "collapse_step": collapse_step, "best_step": best["step"], "seconds_this_session": round(time.time() - t0, 1),
+              "collapse_step": collapse_step, "best_step": best["step"], "accum": accum,
+              "seconds_this_session": round(time.time() - t0, 1),
               "finished": _dt.datetime.now().isoformat(timespec="seconds"), "code": code_version(),
               "env": environment(device)}
     atomic_write_text(d / "done.json", json.dumps(record, indent=1))
@@ -255,17 +258,18 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
 
 
 def build_trainer(sched, model, terms: dict, batches, device: str = "cpu", ckpt_dir=None, forward=None,
-                  callback=None, progress: bool = True):
+                  callback=None, progress: bool = True, accum: int = 1):
     """The :class:`irlib.train.Trainer` of one run, following its schedule: optimiser, betas, weight decay,
     learning-rate decay, EMA, gradient clipping; checkpoints every quarter of the run (at most every 2,000
-    steps) and at least every 10 minutes, so a preempted job loses little."""
+    steps) and at least every 10 minutes, so a preempted job loses little. ``accum``: each step's batch in that
+    many micro-batches (the job's recorded factor, ``irlib reproduce --gpu``): same effective batch and schedule."""
     from ..train import Trainer
 
     return Trainer(model, batches, terms, lr=sched.lr, weight_decay=sched.weight_decay, betas=tuple(sched.betas),
                    optimizer=sched.optimizer, grad_clip=sched.grad_clip, ema_decay=sched.ema, device=device,
                    ckpt_dir=ckpt_dir, ckpt_every=max(1, min(2000, sched.steps // 4)) if ckpt_dir else 0,
                    ckpt_seconds=600, forward=forward, on_collapse="stop", progress=progress,
-                   scheduler=sched.scheduler if sched.decay != "none" else None, callback=callback)
+                   scheduler=sched.scheduler if sched.decay != "none" else None, callback=callback, accum=accum)
 
 
 class ProgressWriter:

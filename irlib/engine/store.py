@@ -8,6 +8,8 @@
   executor runs it with (``threads``, :func:`default_threads`); written atomically, merged when a
   plan asks for more evals. Re-submitting it on a data root whose splits differ raises :class:`DataMismatch`
   (naming both roots) once the job has results, instead of silently reusing them;
+* ``accum`` in ``job.json`` — the gradient-accumulation factor the run trains with (``irlib reproduce --gpu``;
+  1 by default): how it is executed, not what it is, so it is not part of the key;
 * ``lock`` — held (``flock``) by the one process working on it: two identical specs train once;
 * ``ckpt/last.pt`` — resumable checkpoint (model, optimiser, EMA, trainable loss state; never the frozen
   VGG / DINOv2 / ADM weights), removed when the run is done;
@@ -159,11 +161,13 @@ class RunStore:
             any((d / "evals").glob("*.json"))
 
     def submit(self, spec: RunSpec | StudySpec, evals: list[EvalSpec] = (), context: Context | None = None,
-               data: dict[str, dict | None] | None = None) -> str:
+               data: dict[str, dict | None] | None = None, accum: int | None = None) -> str:
         """Record (or extend) the job of ``spec``; returns its key. Evaluations already asked are kept. A corrupt
         ``job.json`` is quarantined and rewritten from ``spec``; an unchanged one is not rewritten. ``data``:
         data reference -> fingerprint (None: not readable now) of what the job reads under ``context.data_root``;
-        a job with results made from other data raises :class:`DataMismatch`."""
+        a job with results made from other data raises :class:`DataMismatch`. ``accum``: the gradient-accumulation
+        factor a run trains with (an execution setting like the context, not part of its spec or key; None keeps
+        the recorded one, 1 for a new job)."""
         key = spec.key()
         path = self.dir(key) / "job.json"
         old = None
@@ -178,6 +182,10 @@ class RunStore:
             "kind": "run" if isinstance(spec, RunSpec) else "study", "spec": json.loads(canonical_json(spec)),
             "label": getattr(spec, "label", "") or getattr(spec, "name", ""), "evals": [],
             "threads": default_threads()}
+        if isinstance(spec, RunSpec) and (accum is not None or old is None):   # an older record without it: 1
+            if accum is not None and (not isinstance(accum, int) or accum < 1):
+                raise ValueError(f"gradient accumulation must be a positive integer, got {accum!r}")
+            job["accum"] = int(accum or job.get("accum") or 1)
         have = {canonical_json(load_spec(json.dumps(e))) for e in job["evals"]}
         for ev in evals:
             if canonical_json(ev) not in have:
