@@ -43,3 +43,30 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig))
     except OSError:
         pass
+
+
+def memory_gib() -> tuple[float, float]:
+    """(resident, peak resident) memory of this process in GiB, read from /proc and getrusage (Linux; zeros
+    where unavailable)."""
+    import resource
+
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        rss = 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # kilobytes on Linux
+    return rss / 2**30, peak / 2**30
+
+
+def release_memory() -> None:
+    """Collect garbage and hand the heap's free pages back to the system (glibc ``malloc_trim``): a long-lived
+    worker otherwise keeps the peak of every job it ran, which adds up across workers on a small machine."""
+    import gc
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):   # not glibc (e.g. musl)
+            pass

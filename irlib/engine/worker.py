@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     proto = sys.stdout
     sys.stdout = sys.stderr  # only protocol lines on the pipe
+    from ..procs import memory_gib, release_memory
     from .execute import PROTOCOL
     from .jobs import run_job
 
@@ -39,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
             msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:500]
             proto.write(f"{PROTOCOL}failed {key} {msg}\n")
         proto.flush()
+        before = memory_gib()[0]
+        release_memory()
+        rss, peak = memory_gib()
+        print(f"irlib worker: after job {key}: resident {before:.2f} -> {rss:.2f} GiB after release, "
+              f"peak so far {peak:.2f} GiB", file=sys.stderr, flush=True)
     return 0
 
 
