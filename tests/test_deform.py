@@ -102,3 +102,27 @@ def test_report_cpu_speedup(capsys):
     with capsys.disabled():
         print(f"\ndeformable conv 64ch 96x96 on 1 CPU thread: forward x{tv_f / me_f:.1f}, forward+backward "
               f"x{tv_b / me_b:.1f} faster than torchvision")
+
+
+def test_training_keeps_only_the_inputs_for_backward():
+    """Memory as torchvision's kernel: autograd keeps the layer's inputs, not the kh*kw-times larger sampled
+    columns and their products (AirNet's 50 layers held ~10 GB at a rehearsal batch before the recompute)."""
+    from irlib.models.deform import _conv
+
+    x, off, w, bias, mask = _inputs("random", 1, 1)
+
+    def saved_bytes(fn) -> int:
+        saved = []
+
+        def keep(t):
+            saved.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            fn()
+        return sum(saved)
+
+    inputs = sum(t.numel() * t.element_size() for t in (x, off, w, bias, mask))
+    kept = saved_bytes(lambda: modulated_deform_conv2d(x, off, w, bias, padding=1, mask=mask, impl="gather"))
+    plain = saved_bytes(lambda: _conv(x, off, w, bias, mask, 1, 1, 1, "gather"))
+    assert kept <= inputs and plain > 5 * inputs, (kept, inputs, plain)

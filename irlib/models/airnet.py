@@ -16,7 +16,7 @@ Two parts, named as in the authors' release (XLearning-SCU/2022-CVPR-AirNet, ``n
   ``sft.conv_beta``) to its input. The release computes the deformable conv with ``mmcv.ops``;
   :func:`torchvision.ops.deform_conv2d` computes the same operation (same offset layout: (dy, dx) per kernel
   point, row-major), which ``tests/test_release_dinoir_comparisons_b.py`` checks against an explicit bilinear
-  reference; on CPU :func:`irlib.models.deform.modulated_deform_conv2d` computes it ~3x faster with the same values
+  reference; on CPU :func:`irlib.models.deform.modulated_deform_conv2d` computes it faster with the same values
   and gradients (``DCNLayer.impl``).
 
 A released checkpoint (``ckpt/All.pth``: every key of ``R`` and ``E``, the two encoders, BN statistics and the

@@ -6,7 +6,8 @@ gradients alike, but on CPU it is built from a few vectorised tensor ops instead
 im2col loop, which is the slowest part of an AirNet step on a CPU:
 
 * with gradients (training), each sampling point gathers its four neighbours and weighs them with the bilinear
-  weights; gradients flow through ``gather`` to the input and through the fractional parts to the offsets, which
+  weights, under activation checkpointing (only the inputs are kept; backward recomputes the samples, so memory
+  stays torchvision's); gradients flow through ``gather`` to the input and through the fractional parts to the offsets, which
   gives torchvision's derivative convention at integer sampling points too (the cell ``[floor(p), floor(p)+1]``,
   each corner checked for being inside the image on its own; AirNet's offsets start at exactly zero, so that
   convention matters for its first steps);
@@ -79,6 +80,17 @@ def modulated_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch
     if impl == "torchvision":
         return _tv_deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, dilation=dilation,
                                  mask=mask)
+    if impl == "gather" and torch.is_grad_enabled():
+        # keep only the inputs for backward and recompute the samples there (as torchvision's kernel does): the
+        # sampled columns are kh*kw times the input's size, ~10 GB over AirNet's 50 layers at a 64-px batch of 4
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(_conv, x, offset, weight, bias, mask, stride, padding, dilation, impl, use_reentrant=False)
+    return _conv(x, offset, weight, bias, mask, stride, padding, dilation, impl)
+
+
+def _conv(x, offset, weight, bias, mask, stride: int, padding: int, dilation: int, impl: str) -> torch.Tensor:
+    o, cin, kh, kw = weight.shape
     py, px = _positions(offset, kh, kw, stride, padding, dilation)
     cols = (_sample_gather if impl == "gather" else _sample_grid)(x, py, px)
     if mask is not None:
