@@ -19,13 +19,13 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..io import CorruptFile, atomic_torch_save, atomic_write_json, atomic_write_text, clean_partials, quarantine
 from .context import Context
 from .features import FeatureBank
 from .runner import build_model
-from .spec import EvalSpec, RunSpec, StudySpec, canonical_json
+from .spec import SELECT_RULES, EvalSpec, RunSpec, StudySpec, canonical_json
 from .store import RunStore, code_version, environment
 
 log = logging.getLogger(__name__)
@@ -203,22 +203,27 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     _checked_checkpoint(d / "ckpt" / "last.pt")
     progress = ProgressWriter(d / "progress.json", key, label or spec.label or spec.net, sched.steps)
     select = dict(spec.select)
-    best = {"value": -float("inf"), "step": None}
+    best: dict[str, Any] = {"kept": None, "step": None}
     if select:
         from .runner import evaluate_run, test_pairs
 
-        sel_ev = EvalSpec(select["on"])
+        rule = select.get("rule", "psnr")
+        sel_ev = select_eval(spec)
         sel_pairs = test_pairs(select["on"], data_root)
         every = int(select["best_every"]) if spec.limits is None else 1
+        best["kept"] = _kept_scores(d / "best.pt")   # a resumed run keeps comparing with what it already kept
 
         def on_step(tr, terms_):
             progress(tr, terms_)
             if tr.step % every == 0 or tr.step == sched.steps:
-                v = float(pd.Series(evaluate_run(tr.eval_model(), spec, sel_ev, sel_pairs, fb, device)["per_image"]["PSNR"]).mean())
+                per = evaluate_run(tr.eval_model(), spec, sel_ev, sel_pairs, fb, device)["per_image"]
+                psnr = float(pd.Series(per["PSNR"]).mean())
+                ssim = float(pd.Series(per["SSIM"]).mean()) if per.get("SSIM") else float("nan")
                 tr.model.train()
-                if v > best["value"]:
-                    best.update(value=v, step=tr.step)
-                    atomic_torch_save({"model": tr.eval_model().state_dict(), "step": tr.step, "psnr": v}, d / "best.pt")
+                if improves(rule, best["kept"], psnr, ssim):
+                    best.update(kept=(psnr, ssim), step=tr.step)
+                    atomic_torch_save({"model": tr.eval_model().state_dict(), "step": tr.step, "psnr": psnr,
+                                       "ssim": ssim}, d / "best.pt")
     else:
         on_step = progress
     tr = build_trainer(sched, model, terms, batches, device, ckpt_dir=d / "ckpt", forward=train_forward(spec, fb),
@@ -252,6 +257,51 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     shutil.rmtree(d / "ckpt", ignore_errors=True)   # finished runs keep only their final weights
     (d / "best.pt").unlink(missing_ok=True)
     return final
+
+
+def improves(rule: str, kept: tuple[float, float] | None, psnr: float, ssim: float) -> bool:
+    """Whether an evaluation (mean test PSNR, mean SSIM) replaces the kept checkpoint, whose scores are ``kept``
+    (``None``: nothing kept yet). Rules (:data:`irlib.engine.spec.SELECT_RULES`): ``"psnr"``, a higher PSNR
+    (EDSR-PyTorch's ``model_best.pt``, DehazeFormer's, DiffLoss's); ``"psnr_and_ssim"``, a higher PSNR *and* a
+    higher SSIM than the kept checkpoint's (FFA-Net's net/main.py: it saves only when both exceed their
+    maxima, and updates both maxima only then). NaN scores never improve."""
+    if rule not in SELECT_RULES:
+        raise ValueError(f"unknown selection rule {rule!r}; known: {', '.join(SELECT_RULES)}")
+    if kept is None:
+        return psnr == psnr and (rule == "psnr" or ssim == ssim)
+    if rule == "psnr":
+        return psnr > kept[0]
+    return psnr > kept[0] and ssim > kept[1]
+
+
+def pick(rule: str, scores: Sequence[tuple[float, float]]) -> int | None:
+    """The index of the evaluation whose checkpoint ``rule`` keeps at the end, from the (PSNR, SSIM) of
+    successive evaluations; ``None`` when none qualifies (the final weights are kept)."""
+    kept, at = None, None
+    for i, (p, s) in enumerate(scores):
+        if improves(rule, kept, p, s):
+            kept, at = (p, s), i
+    return at
+
+
+def select_eval(spec: RunSpec) -> EvalSpec:
+    """The evaluation a run's checkpoint selection measures: the selection's own convention where the plan gives
+    one (``select["eval"]``), else the test set's default (RGB, whole image, full-size SSIM)."""
+    sel = dict(spec.select)
+    return sel.get("eval") or EvalSpec(sel["on"])
+
+
+def _kept_scores(path: Path) -> tuple[float, float] | None:
+    """(PSNR, SSIM) of an earlier session's kept checkpoint, or ``None`` (none, or unreadable: it is replaced)."""
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+        return (float(sd["psnr"]), float(sd["ssim"])) if "ssim" in sd else None
+    except Exception:
+        return None
 
 
 def build_trainer(sched, model, terms: dict, batches, device: str = "cpu", ckpt_dir=None, forward=None,

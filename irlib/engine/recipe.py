@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Sequence
 
-from .spec import EvalSpec, RunSpec, Source
+from .spec import SELECT_RULES, EvalSpec, RunSpec, Source
 
 DIMENSIONS = ("optimizer", "betas", "eps", "weight_decay", "momentum", "lr", "lr_schedule", "lr_tick", "warmup",
               "steps", "total_batch", "patch", "augment", "synth", "rec_loss", "extra_terms", "ema", "grad_clip",
@@ -94,7 +94,8 @@ def _select(spec: RunSpec) -> str:
     if not sel:
         return "final"
     on = sel.get("on")
-    return f"best PSNR every {int(sel['best_every'])} steps on {getattr(on, 'dataset', on)}"
+    what = SELECT_RULES[sel.get("rule", "psnr")]
+    return f"best {what} every {int(sel['best_every'])} steps on {getattr(on, 'dataset', on)}"
 
 
 def _one(values: Iterable[Any]) -> Any:
