@@ -26,7 +26,7 @@ DIMENSIONS = ("optimizer", "betas", "eps", "weight_decay", "momentum", "lr", "lr
               "eval_forward", "eval_self_ensemble")
 
 #: The value range each loss term sees (the trainer's images are in [0, 1]).
-TERM_RANGE = {"l1": "[0,1]", "mse": "[0,1]", "psnr": "[0,1]", "mse_pm1": "[-1,1]", "l1_pm1": "[-1,1]", "cross_entropy": "logits",
+TERM_RANGE = {"l1": "[0,1]", "mse": "[0,1]", "neg_ssim": "[0,1]", "psnr": "[0,1]", "mse_pm1": "[-1,1]", "l1_pm1": "[-1,1]", "cross_entropy": "logits",
               "spn": "VGG features of [0,1] images", "cr": "VGG19 features of [0,1] images",
               "pcl": "Haar details / BN discriminator of [0,1] images", "perceptual": "VGG16 features of [0,1] images",
               "adversarial": "[0,1]", "diffloss": "ADM UNet on [-1,1] images", "dpc": "DINOv2 features of [0,1] images",

@@ -28,8 +28,6 @@ DECLARED = {
     "EDSR-light": {"select": "irlib keeps the final weights: the plan has no DIV2K validation split (images "
                              "801-810), on which EDSR-PyTorch picks model_best.pt; both arms of every SPN row are "
                              "final models"},
-    "IDT": {"rec_loss": "irlib has no SSIM loss yet: L1 stands in for IDT's -SSIM (irlib choice, see "
-                        "irlib.schedules 'IDT ...')"},
     "IDT SPA": {"steps": "irlib choice: the release's 400 epochs over SPA-Data's 638,464 training patches would be "
                          "63.8M steps; irlib gives SPA the release's DID-Data schedule (1.2M steps, see irlib.schedules "
                          "'IDT SPA')",
@@ -83,7 +81,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
     # ---------------------------------------------------------------- Table 2: IDT deraining, per dataset
     for ds, (train, test) in DERAIN.items():
         base = B.run("IDT", train=[(train, "rain")], schedule=schedule(f"IDT {ds}"), label=f"IDT ({ds})",
-                     augment="idt", declared={**DECLARED["IDT"], **DECLARED.get(f"IDT {ds}", {})})
+                     augment="idt", declared=DECLARED.get(f"IDT {ds}"))
         a, b = pair(base)
         ev = EvalSpec(B.testset(test, "rain"), channel="y", quantize=True, tile=128, overlap=20)
         note = "retrained on this dataset's training split; full-size test by 128-px tiles overlapping by 20 " \
