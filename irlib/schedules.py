@@ -218,7 +218,8 @@ _DEHAZEFORMER = ("IDKiro/DehazeFormer configs/{exp}/dehazeformer-{v}.json (batch
                  "lr {lr}, epochs {e}) and train.py: torch AdamW defaults (betas (0.9, 0.999), weight decay 0.01), "
                  "CosineAnnealingLR(T_max=epochs, eta_min=lr*1e-2) stepped once per epoch, L1 on [-1, 1] images (rec l1_pm1), "
                  "DataLoader drop_last, range(epochs + 1) epochs; {n} pairs // {b} = {it} steps per epoch, x{e1} "
-                 "epochs = {s} steps. Not expressed here: mixed-precision autocast{aug}")
+                 "epochs = {s} steps; fp16 autocast with a GradScaler (train.py lines 43-52: the run's precision, not the "
+                 "schedule's){aug}")
 _FFA = ("zhilin007/FFA-Net README training command (--crop_size 240 --bs 2 --lr 0.0001 --steps 500000) and "
         "net/main.py: Adam betas (0.9, 0.999), per-step cosine lr = lr*(1+cos(pi*t/steps))/2 to 0, L1 (--perloss off)")
 _IDT = ("jiexiaou/IDT train_derain.py defaults: Adam lr 1e-4 betas (0.9, 0.999), batch_size 4, crop_size 128, "

@@ -25,7 +25,7 @@ from ..io import CorruptFile, atomic_torch_save, atomic_write_json, atomic_write
 from .context import Context
 from .features import FeatureBank
 from .runner import build_model
-from .spec import SELECT_RULES, EvalSpec, RunSpec, StudySpec, canonical_json
+from .spec import PRECISIONS, SELECT_RULES, EvalSpec, RunSpec, StudySpec, canonical_json
 from .store import RunStore, code_version, environment
 
 log = logging.getLogger(__name__)
@@ -226,8 +226,9 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
                                        "ssim": ssim}, d / "best.pt")
     else:
         on_step = progress
+    ran = run_precision(spec.precision, device)
     tr = build_trainer(sched, model, terms, batches, device, ckpt_dir=d / "ckpt", forward=train_forward(spec, fb),
-                       callback=on_step)
+                       callback=on_step, amp="fp16" if ran == "fp16" else None)
     t0 = time.time()
     try:
         tr.fit(sched.steps)
@@ -250,7 +251,8 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     atomic_torch_save({"model": final.state_dict(), "step": tr.step}, d / "final.pt")
     collapse_step = next((r["step"] for r in tr.log if r.get("collapsed")), None)
     record = {"key": key, "label": label or spec.label, "steps": tr.step, "collapsed": tr.collapsed,
-              "collapse_step": collapse_step, "best_step": best["step"], "seconds_this_session": round(time.time() - t0, 1),
+              "collapse_step": collapse_step, "best_step": best["step"], "precision": ran,
+              "precision_asked": spec.precision, "seconds_this_session": round(time.time() - t0, 1),
               "finished": _dt.datetime.now().isoformat(timespec="seconds"), "code": code_version(),
               "env": environment(device)}
     atomic_write_text(d / "done.json", json.dumps(record, indent=1))
@@ -304,18 +306,29 @@ def _kept_scores(path: Path) -> tuple[float, float] | None:
         return None
 
 
+def run_precision(asked: str, device: str) -> str:
+    """The arithmetic a run asking for ``asked`` (``RunSpec.precision``) trains in on ``device``: ``"fp16"`` autocast
+    with a GradScaler only on a CUDA device; elsewhere (the CPU rehearsal and tests) ``"fp32"``, since float16
+    autocast on a CPU is slow where it is supported at all and its GradScaler is CUDA's. ``done.json`` records what
+    ran (``precision``) next to what was asked (``precision_asked``), so a CPU run of an fp16 recipe says so."""
+    if asked not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {asked!r}")
+    return "fp16" if asked == "fp16" and str(device).startswith("cuda") else "fp32"
+
+
 def build_trainer(sched, model, terms: dict, batches, device: str = "cpu", ckpt_dir=None, forward=None,
-                  callback=None, progress: bool = True):
+                  callback=None, progress: bool = True, amp: str | None = None):
     """The :class:`irlib.train.Trainer` of one run, following its schedule: optimiser, betas, weight decay,
     learning-rate decay, EMA, gradient clipping; checkpoints every quarter of the run (at most every 2,000
-    steps) and at least every 10 minutes, so a preempted job loses little."""
+    steps) and at least every 10 minutes, so a preempted job loses little. ``amp``: the Trainer's autocast
+    (``"fp16"`` with a GradScaler; see :func:`run_precision`)."""
     from ..train import Trainer
 
     return Trainer(model, batches, terms, lr=sched.lr, weight_decay=sched.weight_decay, betas=tuple(sched.betas),
                    optimizer=sched.optimizer, grad_clip=sched.grad_clip, ema_decay=sched.ema, device=device,
                    ckpt_dir=ckpt_dir, ckpt_every=max(1, min(2000, sched.steps // 4)) if ckpt_dir else 0,
                    ckpt_seconds=600, forward=forward, on_collapse="stop", progress=progress,
-                   scheduler=sched.scheduler if sched.decay != "none" else None, callback=callback)
+                   scheduler=sched.scheduler if sched.decay != "none" else None, callback=callback, amp=amp)
 
 
 class ProgressWriter:

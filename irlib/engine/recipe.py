@@ -33,7 +33,8 @@ TERM_RANGE = {"l1": "[0,1]", "mse": "[0,1]", "neg_ssim": "[0,1]", "psnr": "[0,1]
               "airnet_contrast": "MoCo logits of two crops"}
 
 EPS = 1e-8          # irlib.train.Trainer: torch Adam/AdamW default eps
-PRECISION = "fp32"  # irlib.engine.jobs.build_trainer passes no amp
+#: RunSpec.precision as the recipe names it (fp16: autocast with a GradScaler, on CUDA; see irlib.engine.jobs.run_precision)
+PRECISION_NAMES = {"fp32": "fp32", "fp16": "fp16 autocast"}
 
 
 def _paired(dataset: str) -> bool:
@@ -119,7 +120,7 @@ def recipe(spec: RunSpec, evals: Sequence[EvalSpec] = ()) -> dict[str, Any]:
         "total_batch": int(s.batch), "patch": int(s.patch), "augment": augment_of(spec), "synth": synth_of(spec),
         "rec_loss": _term(rec.name, rec.weight, rec.kw) if rec is not None else None,
         "extra_terms": " + ".join(extra) if extra else "none",
-        "ema": s.ema, "grad_clip": s.grad_clip, "precision": PRECISION, "select": _select(spec),
+        "ema": s.ema, "grad_clip": s.grad_clip, "precision": PRECISION_NAMES[spec.precision], "select": _select(spec),
         "eval_channel": _one(e.channel for e in evals), "eval_crop": _one(int(e.crop) for e in evals),
         "eval_quantize": _one(bool(e.quantize) for e in evals), "eval_ssim": _one(e.ssim or "full" for e in evals),
         "eval_tiles": _one(f"{e.tile}/{e.overlap}" if e.tile else "whole" for e in evals),

@@ -117,6 +117,8 @@ class Term:
         return dict(self.kw).get(k, default)
 
 
+#: Training arithmetic a run may ask for (``RunSpec.precision``).
+PRECISIONS = ("fp32", "fp16")
 #: Best-checkpoint rules of ``RunSpec.select`` (``irlib.engine.jobs.improves``): name -> what is compared.
 SELECT_RULES = {"psnr": "PSNR", "psnr_and_ssim": "PSNR and SSIM"}
 
@@ -145,6 +147,9 @@ class RunSpec:
     # training augmentation, one of irlib.data.datasets.AUGMENTS; "" = irlib's original rule (paired: random
     # horizontal flip; clean images: random horizontal and vertical flips)
     augment: str = _recipe_field("")
+    # arithmetic of the training step, one of PRECISIONS: "fp32", or "fp16" (autocast to float16 with a dynamic
+    # GradScaler, as DehazeFormer's train.py) where a GPU runs it (irlib.engine.jobs.run_precision)
+    precision: str = _recipe_field("fp32")
     # numbers the plan states on purpose where they differ from the release's recipe fixture: dimension -> reason
     declared: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     label: str = field(default="", compare=False)   # human label, e.g. "EDSR-light+SPN x4"

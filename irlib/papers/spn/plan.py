@@ -33,8 +33,6 @@ DECLARED = {
                          "'IDT SPA')",
                 "lr_tick": "irlib choice: epochs of DID-Data's 3,000 steps (the DID schedule SPA borrows), not SPA's "
                            "159,616"},
-    "DehazeFormer": {"precision": "irlib trains every run in fp32 (the engine has no mixed-precision option yet); "
-                                  "DehazeFormer trains under fp16 autocast with a GradScaler"},
 }
 PAPER_STEPS = (100, 500, 1000, 2000)
 SMOKE_STEPS = (2, 5, 10, 20)   # the history steps scaled to the smoke profile's 24 training steps
@@ -101,7 +99,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
             sched = schedule(f"{net} {tname}")
             sel, aug, ev, note = dehaze_recipe(B, net, tname, test, sched)
             base = B.run(net, train=[(train, "haze")], schedule=sched, label=f"{net} ({tname})", augment=aug,
-                         select=sel, declared=DECLARED.get("FFANet" if net == "FFANet" else "DehazeFormer"))
+                         select=sel, precision="fp32" if net == "FFANet" else "fp16")   # DehazeFormer: train.py autocast
             a, b = dehaze_runs[net, setting] = pair(base)
             B.measure("Table 3", net, setting, tds, a, ev, notes=note)
             B.measure("Table 3", f"{net}+SPN", setting, tds, b, ev, baseline=a, baseline_label=net, notes=note)
