@@ -47,3 +47,39 @@ def test_ffanet_runs_select_by_both_and_dehazeformer_by_psnr():
     for r in df:
         assert "rule" not in dict(r.select)
         assert recipe(r, evals.get(r.key(), ()))["select"].startswith("best PSNR every ")
+
+
+def test_edsr_light_selects_on_div2k_0801_0810_as_edsr_pytorch_measures_it():
+    from irlib.engine.jobs import select_eval
+
+    p = plan.build("spn", "full")
+    edsr = [r for r in p.runs() if r.net == "EDSR-light"]
+    assert len(edsr) >= 10
+    for r in edsr:
+        s = dict(r.net_kw)["scale"]
+        sel = dict(r.select)
+        assert sel["on"].dataset == f"div2k:valid-x{s}" and int(sel["best_every"]) == 1000 and "rule" not in sel
+        ev = select_eval(r)
+        assert (ev.channel, ev.crop, ev.quantize, ev.testset) == ("rgb", s + 6, True, sel["on"])
+    ffa = next(r for r in p.runs() if r.net == "FFANet")
+    assert select_eval(ffa).channel == "rgb" and select_eval(ffa).crop == 0   # no convention given: the default
+
+
+@pytest.mark.parametrize("rule", ["psnr", "psnr_and_ssim"])
+def test_a_trained_run_keeps_the_checkpoint_its_rule_picks(tmp_path, rule):
+    from irlib.engine import Builder, EvalSpec, Profile, RunStore
+    from irlib.schedules import Schedule
+
+    P = Profile("smoke", "tiny", "random", smoke_schedule=Schedule(6, 2, 32, 3e-3), scale="tiny")
+    B = Builder("spn", P)
+    ts = B.testset("div2k:valid-x4", "srx4")
+    run = B.run("EDSR-light", net_kw={"scale": 4}, train=[("div2k:train-x4", "srx4")], schedule=P.smoke_schedule,
+                select={"best_every": 1, "on": ts, "rule": rule, "eval": EvalSpec(ts, channel="rgb", crop=10, quantize=True)})
+    B.measure("Table 8", "EDSR-light", "lambda=0", "Set14", (run,), EvalSpec(ts, channel="rgb", crop=10, quantize=True),
+              ("PSNR",))
+    store = RunStore(tmp_path / "runs")
+    assert list(plan.execute(B.plan, store, plan.Context("data", store.root)).state) == ["done"]
+    done = store.done(run.key())
+    evals = done["selection"]["evaluations"]
+    assert done["selection"]["rule"] == rule and [e[0] for e in evals] == list(range(1, 7))
+    assert done["best_step"] == evals[pick(rule, [(p_, s_) for _, p_, s_ in evals])][0]

@@ -203,7 +203,7 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     _checked_checkpoint(d / "ckpt" / "last.pt")
     progress = ProgressWriter(d / "progress.json", key, label or spec.label or spec.net, sched.steps)
     select = dict(spec.select)
-    best: dict[str, Any] = {"kept": None, "step": None}
+    best: dict[str, Any] = {"kept": None, "step": None, "history": []}
     if select:
         from .runner import evaluate_run, test_pairs
 
@@ -220,6 +220,7 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
                 psnr = float(pd.Series(per["PSNR"]).mean())
                 ssim = float(pd.Series(per["SSIM"]).mean()) if per.get("SSIM") else float("nan")
                 tr.model.train()
+                best["history"].append([tr.step, round(psnr, 4), round(ssim, 6)])
                 if improves(rule, best["kept"], psnr, ssim):
                     best.update(kept=(psnr, ssim), step=tr.step)
                     atomic_torch_save({"model": tr.eval_model().state_dict(), "step": tr.step, "psnr": psnr,
@@ -251,8 +252,10 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     atomic_torch_save({"model": final.state_dict(), "step": tr.step}, d / "final.pt")
     collapse_step = next((r["step"] for r in tr.log if r.get("collapsed")), None)
     record = {"key": key, "label": label or spec.label, "steps": tr.step, "collapsed": tr.collapsed,
-              "collapse_step": collapse_step, "best_step": best["step"], "precision": ran,
-              "precision_asked": spec.precision, "seconds_this_session": round(time.time() - t0, 1),
+              "collapse_step": collapse_step, "best_step": best["step"],
+              # [step, PSNR, SSIM] of this session's selection evaluations, and the rule that chose among them
+              "selection": {"rule": select.get("rule", "psnr"), "evaluations": best["history"]} if select else None,
+              "precision": ran, "precision_asked": spec.precision, "seconds_this_session": round(time.time() - t0, 1),
               "finished": _dt.datetime.now().isoformat(timespec="seconds"), "code": code_version(),
               "env": environment(device)}
     atomic_write_text(d / "done.json", json.dumps(record, indent=1))

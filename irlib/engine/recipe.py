@@ -96,7 +96,9 @@ def _select(spec: RunSpec) -> str:
         return "final"
     on = sel.get("on")
     what = SELECT_RULES[sel.get("rule", "psnr")]
-    return f"best {what} every {int(sel['best_every'])} steps on {getattr(on, 'dataset', on)}"
+    ev = sel.get("eval")
+    how = f" ({ev.channel}, crop {ev.crop}{', 8-bit' if ev.quantize else ''})" if ev is not None else ""
+    return f"best {what} every {int(sel['best_every'])} steps on {getattr(on, 'dataset', on)}{how}"
 
 
 def _one(values: Iterable[Any]) -> Any:

@@ -25,9 +25,6 @@ DEHAZE = {"train=ITS": ("reside_its:train", "ITS", "reside_sots:indoor", "SOTS-i
 # Where a run's recipe departs from its release on purpose (tests/test_recipes.py checks each against the release's
 # recipe fixture): dimension -> reason.
 DECLARED = {
-    "EDSR-light": {"select": "irlib keeps the final weights: the plan has no DIV2K validation split (images "
-                             "801-810), on which EDSR-PyTorch picks model_best.pt; both arms of every SPN row are "
-                             "final models"},
     "IDT SPA": {"steps": "irlib choice: the release's 400 epochs over SPA-Data's 638,464 training patches would be "
                          "63.8M steps; irlib gives SPA the release's DID-Data schedule (1.2M steps, see irlib.schedules "
                          "'IDT SPA')",
@@ -67,7 +64,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
         for s in scales:
             base = B.run(net, net_kw={"scale": s}, train=[(f"div2k:train-x{s}", f"srx{s}")],
                          schedule=schedule(f"{net} x{s}"), label=f"{net} x{s}", augment="dihedral8",
-                         declared=DECLARED.get(net))
+                         select=edsr_select(B, s) if net == "EDSR-light" else None, declared=DECLARED.get(net))
             a, b = sr_runs[net, s] = pair(base)
             for ds in SR_SETS:
                 ev = sr_eval(B, ds, s)
@@ -193,6 +190,15 @@ def build(P: Profile, seed: int = 0) -> Plan:
     B.figure("Fig. 6", "Dehazing: FFANet vs FFANet+SPN", "irlib.engine.drawing:visual_pair", runs=(ffa[0], ffa_spn[0]),
              testset=sots.testset, names=("FFANet", "FFANet+SPN"))
     return B.plan
+
+
+def edsr_select(B: Builder, s: int) -> dict:
+    """EDSR-PyTorch's checkpoint selection (src/option.py ``--data_range 1-800/801-810``, ``--test_every 1000``;
+    src/trainer.py keeps ``model_best.pt``, the epoch of the best validation PSNR): every 1,000 steps on DIV2K's
+    validation images 0801-0810, PSNR as its ``utility.calc_psnr`` measures a non-benchmark set (RGB, ``scale + 6``
+    pixels shaved from every border, on the 8-bit-quantised output)."""
+    ts = B.testset(f"div2k:valid-x{s}", f"srx{s}")
+    return {"best_every": 1000, "on": ts, "eval": EvalSpec(ts, channel="rgb", crop=s + 6, quantize=True)}
 
 
 def sr_eval(B: Builder, ds: str, s: int) -> EvalSpec:
