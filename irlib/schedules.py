@@ -218,12 +218,14 @@ _DEHAZEFORMER = ("IDKiro/DehazeFormer configs/{exp}/dehazeformer-{v}.json (batch
                  "lr {lr}, epochs {e}) and train.py: torch AdamW defaults (betas (0.9, 0.999), weight decay 0.01), "
                  "CosineAnnealingLR(T_max=epochs, eta_min=lr*1e-2) stepped once per epoch, L1 on [-1, 1] images (rec l1_pm1), "
                  "DataLoader drop_last, range(epochs + 1) epochs; {n} pairs // {b} = {it} steps per epoch, x{e1} "
-                 "epochs = {s} steps. Not expressed here: mixed-precision autocast{aug}")
+                 "epochs = {s} steps; fp16 autocast with a GradScaler (train.py lines 43-52: the run's precision, not the "
+                 "schedule's){aug}")
 _FFA = ("zhilin007/FFA-Net README training command (--crop_size 240 --bs 2 --lr 0.0001 --steps 500000) and "
         "net/main.py: Adam betas (0.9, 0.999), per-step cosine lr = lr*(1+cos(pi*t/steps))/2 to 0, L1 (--perloss off)")
 _IDT = ("jiexiaou/IDT train_derain.py defaults: Adam lr 1e-4 betas (0.9, 0.999), batch_size 4, crop_size 128, "
-        "nepochs 400, MultiStepLR milestones [100, 250, 350] epochs gamma 0.1, loss -SSIM (loss/SSIM.py); DataLoader "
-        "without drop_last. irlib has no SSIM loss: rec l1 stands in (irlib choice) until one exists. ")
+        "nepochs 400, MultiStepLR milestones [100, 250, 350] epochs gamma 0.1, loss -SSIM (line 73; loss/SSIM.py: "
+        "11x11 Gaussian window sigma 1.5, zero-padded, C1 0.01^2, C2 0.03^2: rec neg_ssim); DataLoader without "
+        "drop_last. ")
 _TPIR = ("TextPromptIR paper Sec. 4.1.2: Adam betas (0.9, 0.999), weight decay 1e-4, lr 2e-4, batch 6, patch 128. "
          "MoTong-AI-studio/TextPromptIR train.py (PromptIR's va1shn9v/PromptIR train.py with TextPromptIR's net): L1, "
          "LinearWarmupCosineAnnealingLR(warmup_epochs=15, max_epochs=150, warmup_start_lr=0, eta_min=0) stepped once "
@@ -254,7 +256,7 @@ def _idt(n: int, note: str, choice: str = "") -> Schedule:
     it = iters_per_epoch(n, 4, drop_last=False)
     where = f"{note}: {n:,} pairs / 4 = {it:,} steps per epoch, {400 * it:,} steps" if note else ""
     return Schedule(400 * it, 4, 128, 1e-4, decay="step", milestones=(100, 250, 350), gamma=0.1, tick=it,
-                    source=choice + _IDT + where)
+                    rec="neg_ssim", source=choice + _IDT + where)
 
 
 def _textpromptir(choice: str) -> Schedule:
