@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from irlib import plan
-from irlib.engine.jobs import build_trainer
+from irlib.engine.jobs import build_trainer, torch_threads
 from irlib.engine.runner import build_model, build_terms, effective_schedule
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "equivalence" / "ffanet_steps.json").read_text())
@@ -54,16 +54,14 @@ def trained():
     terms = build_terms(run, model, fb=None, load_run=None)
     data = _batches()
     lrs: list[float] = []
-    tr = build_trainer(sched, model, terms, lambda s: data[s], progress=False)
-    step = tr.opt.step
 
-    def recording_step(*a, **k):
+    def batches(step: int) -> dict:
+        """The step's fixed batch; records the rate the optimiser holds for this step's update."""
         lrs.append(tr.opt.param_groups[0]["lr"])
-        return step(*a, **k)
+        return data[step]
 
-    tr.opt.step = recording_step
-    with torch.random.fork_rng():
-        torch.set_num_threads(1)
+    tr = build_trainer(sched, model, terms, batches, progress=False)
+    with torch_threads(1):   # as the release run was recorded (and as a run-store job with 1 thread computes)
         log = tr.fit(sched.steps)
     return run, init, model, log, lrs
 
