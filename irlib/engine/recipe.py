@@ -73,7 +73,8 @@ def _lr_schedule(spec: RunSpec) -> str:
     if s.decay == "step":
         return f"step milestones={list(s.milestones)} gamma={s.gamma:g}"
     if s.decay == "cosine":
-        return f"cosine T={s.t_max if s.t_max is not None else 'run'} eta_min={s.eta_min:g}"
+        return (f"cosine T={s.t_max if s.t_max is not None else 'run'} eta_min={s.eta_min:g}"
+                + (f" first_tick={s.tick_offset}" if s.tick_offset else ""))
     if s.decay == "warmup_cosine":
         return f"warmup_cosine warmup={s.warmup} T={s.t_max} eta_min={s.eta_min:g}"
     if s.decay == "piecewise":
