@@ -2,6 +2,7 @@
 ratio-form contrastive loss used both by AECR-Net's CR (VGG) and DINO-IR's DPC (DINOv2)."""
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import torch
@@ -435,6 +436,49 @@ def psnr_loss(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=Non
     return sum(10.0 * torch.log10((o - batch["gt"]).pow(2).flatten(1).mean(1) + 1e-8).mean() for o in _stages(out))
 
 
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5        # IDT's loss/SSIM.py (jiexiaou/IDT): an 11x11 Gaussian window, sigma 1.5
+SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2  # its constants on [0, 1] images (K1 = 0.01, K2 = 0.03, data range 1)
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, *, window: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA,
+             pad: bool = True) -> torch.Tensor:
+    """Differentiable SSIM map of (B, C, H, W) images in [0, 1], channel by channel, as IDT's training loss computes
+    it (jiexiaou/IDT loss/SSIM.py): local statistics under a ``window``x``window`` Gaussian of ``sigma``, constants
+    (0.01)^2 and (0.03)^2, and ``pad=True`` zero padding of ``window // 2`` so the map has the images' size (the
+    release's; its borders see zeros). ``pad=False`` gives the valid region only, which
+    :func:`irlib.metrics.ssim` averages (on the 0..255 scale, the same ratio)."""
+    from .metrics import _gaussian_window
+
+    c = x.shape[1]
+    g = _gaussian_window(window, sigma, x.device, x.dtype)
+    k = (g[:, None] * g[None, :]).expand(c, 1, window, window)
+    p = window // 2 if pad else 0
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, k, padding=p, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    s_xx = blur(x * x) - mu_x ** 2
+    s_yy = blur(y * y) - mu_y ** 2
+    s_xy = blur(x * y) - mu_x * mu_y
+    return ((2 * mu_x * mu_y + SSIM_C1) * (2 * s_xy + SSIM_C2)) / ((mu_x ** 2 + mu_y ** 2 + SSIM_C1) * (s_xx + s_yy + SSIM_C2))
+
+
+def neg_ssim(out: torch.Tensor | Sequence[torch.Tensor], batch: dict, model=None) -> torch.Tensor:
+    """IDT's reconstruction loss: minus the SSIM of output and ground truth (``-1 * ssimloss(out, train_y)``,
+    jiexiaou/IDT train_derain.py line 73), the mean of :func:`ssim_map` over the batch, channels and pixels.
+    Its minimum is -1 (identical images); computed in float32 (or float64) outside autocast."""
+    def full(t: torch.Tensor) -> torch.Tensor:
+        return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+    total = 0.0
+    for o in _stages(out):
+        off = o.device.type in ("cuda", "cpu")   # its divisions stay out of fp16 (no autocast on the meta device)
+        with torch.autocast(o.device.type, enabled=False) if off else contextlib.nullcontext():
+            total = total - ssim_map(full(o), full(batch["gt"]).to(full(o).dtype)).mean()
+    return total
+
+
 def _charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.sqrt((x - y).pow(2) + eps * eps).mean()
 
@@ -479,5 +523,5 @@ def airnet_contrast(out: torch.Tensor, batch: dict, model=None) -> torch.Tensor:
     return F.cross_entropy(batch["airnet_logits"].float(), batch["airnet_labels"])
 
 
-LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "mse_pm1": mse_pm1, "l1_pm1": l1_pm1, "psnr": psnr_loss,
+LOSSES: dict[str, Callable] = {"l1": l1, "mse": mse, "neg_ssim": neg_ssim, "mse_pm1": mse_pm1, "l1_pm1": l1_pm1, "psnr": psnr_loss,
                                "charbonnier": charbonnier, "edge": edge, "airnet_contrast": airnet_contrast}

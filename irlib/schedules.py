@@ -48,6 +48,9 @@ class Schedule:
         0: on tick ``t`` the last segment with ``from_tick <= t`` gives ``lr * gamma ** ((t - from_tick) // every)``.
         It states the rate each tick *uses*, so a release that sets its rate after an epoch (AirNet's
         ``train.py``) is written with each rule starting one tick later (see "AirNet DINO-IR mix").
+    ``tick_offset`` shifts every rule by that many ticks: step 0 uses the rate of tick ``tick_offset`` (FFA-Net's loop
+    counts steps from 1 and sets each step's rate from its own count before the update, so its step ``s`` (0-based)
+    uses ``t = s + 1`` and its last step uses ``t = T``, rate ``eta_min``).
     ``momentum`` is used by ``optimizer="sgd"`` only (the CUB classifier; irlib's Trainer takes adam/adamw).
     """
 
@@ -74,6 +77,9 @@ class Schedule:
     momentum: float = 0.0
     # piecewise: (from_tick, lr, gamma, every) per segment; left out of a run's key while empty (older runs keep theirs)
     segments: tuple[tuple[int, float, float, int], ...] = field(default=(), metadata={"omit_default": True})
+    # the tick whose rate optimiser step 0 uses (1: a release that advances its schedule before each step, as FFA-Net's
+    # net/main.py does); left out of a run's key while 0
+    tick_offset: int = field(default=0, metadata={"omit_default": True})
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +97,8 @@ class Schedule:
             raise ValueError(f"Schedule.decay must be one of {DECAYS}, got {self.decay!r}")
         if len(self.betas) != 2:
             raise ValueError(f"Schedule.betas must be two numbers, got {self.betas!r}")
+        if int(self.tick_offset) < 0:
+            raise ValueError(f"Schedule.tick_offset must be >= 0, got {self.tick_offset!r}")
         if self.t_max is not None and self.t_max < 1:
             raise ValueError(f"Schedule.t_max must be positive or None, got {self.t_max!r}")
         if self.decay == "warmup_cosine" and (self.t_max is None or not 2 <= self.warmup < self.t_max):
@@ -112,8 +120,8 @@ class Schedule:
         return lo + (hi - lo) * 0.5 * (1 + math.cos(math.pi * t / T))
 
     def lr_at(self, step: int) -> float:
-        """Learning rate used for optimiser step ``step`` (0-based)."""
-        t = step // self.tick
+        """Learning rate used for optimiser step ``step`` (0-based): the rate of tick ``step // tick + tick_offset``."""
+        t = step // self.tick + self.tick_offset
         if self.decay == "step":
             return self.lr * self.gamma ** sum(t >= m for m in self.milestones)
         if self.decay == "cosine":
@@ -218,12 +226,16 @@ _DEHAZEFORMER = ("IDKiro/DehazeFormer configs/{exp}/dehazeformer-{v}.json (batch
                  "lr {lr}, epochs {e}) and train.py: torch AdamW defaults (betas (0.9, 0.999), weight decay 0.01), "
                  "CosineAnnealingLR(T_max=epochs, eta_min=lr*1e-2) stepped once per epoch, L1 on [-1, 1] images (rec l1_pm1), "
                  "DataLoader drop_last, range(epochs + 1) epochs; {n} pairs // {b} = {it} steps per epoch, x{e1} "
-                 "epochs = {s} steps. Not expressed here: mixed-precision autocast{aug}")
+                 "epochs = {s} steps; fp16 autocast with a GradScaler (train.py lines 43-52: the run's precision, not the "
+                 "schedule's){aug}")
 _FFA = ("zhilin007/FFA-Net README training command (--crop_size 240 --bs 2 --lr 0.0001 --steps 500000) and "
-        "net/main.py: Adam betas (0.9, 0.999), per-step cosine lr = lr*(1+cos(pi*t/steps))/2 to 0, L1 (--perloss off)")
+        "net/main.py: Adam betas (0.9, 0.999), per-step cosine lr = lr*(1+cos(pi*t/steps))/2 to 0 (line 31), set before "
+        "each update with t counted from 1 (lines 55-61: tick_offset 1, so the first update uses t=1 and the last t=steps, "
+        "rate 0), L1 (--perloss off)")
 _IDT = ("jiexiaou/IDT train_derain.py defaults: Adam lr 1e-4 betas (0.9, 0.999), batch_size 4, crop_size 128, "
-        "nepochs 400, MultiStepLR milestones [100, 250, 350] epochs gamma 0.1, loss -SSIM (loss/SSIM.py); DataLoader "
-        "without drop_last. irlib has no SSIM loss: rec l1 stands in (irlib choice) until one exists. ")
+        "nepochs 400, MultiStepLR milestones [100, 250, 350] epochs gamma 0.1, loss -SSIM (line 73; loss/SSIM.py: "
+        "11x11 Gaussian window sigma 1.5, zero-padded, C1 0.01^2, C2 0.03^2: rec neg_ssim); DataLoader without "
+        "drop_last. ")
 _TPIR = ("TextPromptIR paper Sec. 4.1.2: Adam betas (0.9, 0.999), weight decay 1e-4, lr 2e-4, batch 6, patch 128. "
          "MoTong-AI-studio/TextPromptIR train.py (PromptIR's va1shn9v/PromptIR train.py with TextPromptIR's net): L1, "
          "LinearWarmupCosineAnnealingLR(warmup_epochs=15, max_epochs=150, warmup_start_lr=0, eta_min=0) stepped once "
@@ -254,7 +266,7 @@ def _idt(n: int, note: str, choice: str = "") -> Schedule:
     it = iters_per_epoch(n, 4, drop_last=False)
     where = f"{note}: {n:,} pairs / 4 = {it:,} steps per epoch, {400 * it:,} steps" if note else ""
     return Schedule(400 * it, 4, 128, 1e-4, decay="step", milestones=(100, 250, 350), gamma=0.1, tick=it,
-                    source=choice + _IDT + where)
+                    rec="neg_ssim", source=choice + _IDT + where)
 
 
 def _textpromptir(choice: str) -> Schedule:
@@ -290,7 +302,7 @@ ORIGINAL: dict[str, Schedule] = {
         source=_KAIR.format("train_swinir_sr_classical.json") + ": dataloader_batch_size 32, LR patch img_size 48 "
                "(H_size 96 at x2, so 192 at x4)" + _KAIR_COMMON),
     # ------------------------------------------------------------------ SPN backbones: dehazing
-    "FFANet ITS": Schedule(500_000, 2, 240, 1e-4, decay="cosine", source=_FFA + " (ITS command)"),
+    "FFANet ITS": Schedule(500_000, 2, 240, 1e-4, decay="cosine", tick_offset=1, source=_FFA + " (ITS command)"),
     "FFANet ITS SPN-release": Schedule(
         500_000, 4, 128, 2e-4, optimizer="adamw", betas=(0.9, 0.9), decay="cosine", t_max=100_000, eta_min=1e-8,
         ema=0.999,
@@ -301,7 +313,7 @@ ORIGINAL: dict[str, Schedule] = {
                "rate falls and rises every 100K steps), ema_decay 0.999, L1; its use_grad_norm 0.05 is not read by "
                "the model (which reads use_grad_clip), so no clipping"),
     "FFANet RESIDE-6K": Schedule(
-        500_000, 2, 240, 1e-4, decay="cosine",
+        500_000, 2, 240, 1e-4, decay="cosine", tick_offset=1,
         source="irlib choice: FFA-Net publishes no RESIDE-6K schedule and DehazeFormer's configs/reside6k has "
                "DehazeFormer configs only, so FFA-Net's own ITS recipe (SPN keeps each network's original "
                "configuration): " + _FFA),

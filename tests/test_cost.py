@@ -211,3 +211,15 @@ def test_devices_and_fits():
     assert cost.smallest_fit(500.0) == "none"
     with pytest.raises(ValueError, match="unknown GPU"):
         cost.device("tpu")
+
+
+def test_idt_bench_points_keep_the_l1_they_measured():
+    """The IDT bench measured L1; the plan's IDT runs train with -SSIM: the bench specs put L1 back (and nothing else)."""
+    plans = papers.build_all("full")
+    runs = [r for p in plans for r in p.runs()]
+    idt = [(b, s) for b, s in cost.bench_specs(runs) if b.net == "IDT"]
+    assert len(idt) == 2 and len(cost.bench_specs(runs)) == len(cost.BENCH_POINTS)
+    for b, s in idt:
+        assert {t.name for t in s.terms} == set(b.terms) and s.schedule.rec == "l1"
+        assert (s.schedule.batch, s.schedule.patch) == (b.batch, b.patch)
+    assert all(r.terms[0].name == "neg_ssim" for r in runs if r.net == "IDT")

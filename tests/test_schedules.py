@@ -146,8 +146,10 @@ def test_cosine_over_the_run():
     assert naf.lr_at(0) == pytest.approx(1e-3) and naf.lr_at(naf.steps) == pytest.approx(1e-7)
     assert naf.lr_at(naf.steps // 2) == pytest.approx((1e-3 + 1e-7) / 2)
     assert naf.lr_at(naf.steps + 50) == pytest.approx(1e-7)  # stays at eta_min after the run
-    ffa = ORIGINAL["FFANet ITS"]  # FFA-Net: lr * (1 + cos(pi * t / T)) / 2
-    assert ffa.lr_at(125_000) == pytest.approx(1e-4 * (1 + math.cos(math.pi / 4)) / 2)
+    ffa = ORIGINAL["FFANet ITS"]  # FFA-Net: lr * (1 + cos(pi * t / T)) / 2 with t counted from 1 (net/main.py:55-59)
+    assert ffa.lr_at(124_999) == pytest.approx(1e-4 * (1 + math.cos(math.pi / 4)) / 2, rel=1e-9)
+    assert ffa.lr_at(0) == pytest.approx(1e-4 * (1 + math.cos(math.pi / 500_000)) / 2, rel=1e-12) and ffa.lr_at(0) < 1e-4
+    assert ffa.lr_at(ffa.steps - 1) == 0.0   # the release's last update runs at rate 0
     # the CUB classifier mirrors classify.finetune's CosineAnnealingLR(opt, steps)
     cub = ORIGINAL["CUB classifier"]
     ref = torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, cub.steps), cub.steps)
@@ -296,3 +298,18 @@ def test_piecewise_validation_and_key():
     # an empty ``segments`` is left out of a run's key: schedules planned before it existed keep their keys
     assert "segments" not in canonical_json(ORIGINAL["NAFNet GoPro"])
     assert "segments" in canonical_json(s)
+
+
+def test_tick_offset_shifts_every_rule_and_stays_out_of_old_keys():
+    from irlib.engine.spec import canonical_json
+
+    base = Schedule(8, 1, 8, 1.0, decay="cosine")
+    shifted = Schedule(8, 1, 8, 1.0, decay="cosine", tick_offset=1)
+    assert [shifted.lr_at(s) for s in range(7)] == [base.lr_at(s + 1) for s in range(7)]
+    assert shifted.lr_at(7) == base.lr_at(8) == 0.0 and base.lr_at(0) == 1.0
+    per_epoch = Schedule(12, 1, 8, 1.0, decay="step", milestones=(2,), gamma=0.1, tick=4, tick_offset=1)
+    assert [per_epoch.lr_at(s) for s in range(12)] == pytest.approx([1.0] * 4 + [0.1] * 8)
+    assert "tick_offset" not in canonical_json(base) and "tick_offset" in canonical_json(shifted)
+    assert canonical_json(shifted) != canonical_json(base)
+    with pytest.raises(ValueError, match="tick_offset"):
+        Schedule(8, 1, 8, 1.0, tick_offset=-1)

@@ -114,3 +114,32 @@ def test_big_training_sets_are_read_lazily_and_subsets_are_fixed(tmp_path, monke
     assert b["lq"].shape == (2, 3, 32, 32) and b["lq"].dtype == torch.float32 and float(b["gt"].max()) <= 1
     with pytest.raises(DatasetError, match="smaller than the 48-pixel training patch"):
         runner._one_source(Source("reside_ots:train", "haze"), str(tmp_path), Schedule(1, 2, 48, 1e-3), 0)
+
+
+def test_id_range_keeps_edsr_pytorchs_validation_images_only(tmp_path):
+    """div2k:valid-x4 is DIV2K's 0801-0810 (EDSR-PyTorch --data_range 1-800/801-810), whatever else the folder holds."""
+    from PIL import Image
+
+    base = tmp_path / "div2k"
+    for i in range(799, 813):
+        for rel, side in ((f"DIV2K_valid_HR/{i:04d}", 16), (f"DIV2K_valid_LR_bicubic/X4/{i:04d}x4", 4)):
+            (base / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (side, side)).save(base / f"{rel}.png")
+    files = split_files(tmp_path, "div2k:valid-x4")
+    assert [gt.stem for _, gt in files] == [f"{i:04d}" for i in range(801, 811)]
+    assert all(lq.stem == gt.stem + "x4" for lq, gt in files)
+    out = tmp_path / "synth"
+    synth(out, n=2, side=32, only=["div2k"])
+    assert sorted(p.stem for p in (out / "div2k" / "DIV2K_valid_HR").glob("*.png")) == ["0801", "0802"]
+    assert len(load_split(out, "div2k:valid-x2")) == 2
+
+
+def test_a_malformed_id_range_is_refused(tmp_path, monkeypatch):
+    from irlib.data import splits
+
+    (tmp_path / "m.yaml").write_text("name: m\nfiles: []\nsplits:\n  s:\n    gt: a/{id}\n    ids: ['0810', '0801']\n")
+    monkeypatch.setattr(splits, "manifest_dir", lambda: tmp_path)
+    splits._manifest.cache_clear()
+    with pytest.raises(DatasetError, match="'ids' must be"):
+        splits.get_split("m:s")
+    splits._manifest.cache_clear()

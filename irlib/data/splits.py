@@ -11,6 +11,9 @@ relative to ``<data_root>/NAME``, without the file extension:
   (``{id:\\d+}``); otherwise it matches one or more characters other than ``/`` (shortest first).
 * ``scale``: ground-truth size / low-quality size (SR pairs), default 1.
 * ``kind: cub`` for CUB-200-2011's list files (read by :mod:`irlib.classify`).
+* ``ids: [FIRST, LAST]``: only the images whose ``{id}`` field, read as a number, lies in this inclusive range
+  (DIV2K's validation images 0801-0810, EDSR-PyTorch's ``--data_range 1-800/801-810``); ``irlib data synth``
+  writes ids from ``FIRST`` on, zero-padded to its width.
 
 A data reference is ``"NAME:SPLIT"``. Every error names the manifest and the split.
 """
@@ -40,6 +43,7 @@ class Split:
     scale: int = 1
     kind: str = "images"
     note: str = ""
+    ids: tuple[str, str] | None = None   # only the images whose {id} lies in this inclusive numeric range
 
     @property
     def ref(self) -> str:
@@ -91,7 +95,14 @@ def get_split(ref: str) -> Split:
     d = splits[split]
     if "gt" not in d:
         raise DatasetError(f"data_manifests/{name}.yaml: split {split!r} needs a 'gt' template")
-    return Split(name, split, d["gt"], d.get("lq"), int(d.get("scale", 1)), d.get("kind", "images"), d.get("note", ""))
+    ids = d.get("ids")
+    if ids is not None:
+        ids = tuple(str(i) for i in ids)
+        if len(ids) != 2 or not all(i.isdigit() for i in ids) or int(ids[0]) > int(ids[1]) or "id" not in _fields(d["gt"]):
+            raise DatasetError(f"data_manifests/{name}.yaml: split {split!r}: 'ids' must be [FIRST, LAST] digit strings, "
+                               f"FIRST <= LAST, for a template with an {{id}} field; got {d.get('ids')!r}")
+    return Split(name, split, d["gt"], d.get("lq"), int(d.get("scale", 1)), d.get("kind", "images"), d.get("note", ""),
+                 ids)
 
 
 def all_splits() -> list[Split]:
@@ -116,12 +127,19 @@ def _scan(base: Path, template: str, split: Split, side: str) -> dict[tuple, Pat
             continue
         rel = p.relative_to(base).with_suffix("").as_posix()
         m = rx.match(rel)
-        if m:
+        if m and _in_ids(split, m.groupdict().get("id")):
             found[tuple(m.groupdict().values())] = p
     if not found:
         raise DatasetError(f"{split.ref}: no images match {template!r} under {base} (data_manifests/"
                            f"{split.manifest}.yaml, split {split.name!r}); {_fetch_hint(split.manifest)}")
     return found
+
+
+def _in_ids(split: Split, value: str | None) -> bool:
+    """Whether an image's ``{id}`` is in the split's ``ids`` range (always, without one)."""
+    if split.ids is None:
+        return True
+    return value is not None and value.isdigit() and int(split.ids[0]) <= int(value) <= int(split.ids[1])
 
 
 def _fetch_hint(name: str) -> str:
@@ -277,7 +295,9 @@ def synth(root: str | Path, n: int = 3, side: int = 128, only: list[str] | None 
             continue
         px = side if test_side is None or train_refs is None or sp.ref in train_refs else test_side
         for k in range(n):
-            values = {f: (f"{k + 10}" if f == "id" else "1") for f in set(_fields(sp.gt) + _fields(sp.lq or ""))}
+            first = sp.ids[0] if sp.ids else ""
+            ident = f"{int(first) + k:0{len(first)}d}" if first else f"{k + 10}"
+            values = {f: (ident if f == "id" else "1") for f in set(_fields(sp.gt) + _fields(sp.lq or ""))}
             gt = synth_image(k, px, rng)
             path = base / (_fill(sp.gt, values) + ".png")
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,13 +19,13 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..io import CorruptFile, atomic_torch_save, atomic_write_json, atomic_write_text, clean_partials, quarantine
 from .context import Context
 from .features import FeatureBank
 from .runner import build_model
-from .spec import EvalSpec, RunSpec, StudySpec, canonical_json
+from .spec import PRECISIONS, SELECT_RULES, EvalSpec, RunSpec, StudySpec, canonical_json
 from .store import RunStore, code_version, environment
 
 log = logging.getLogger(__name__)
@@ -205,26 +205,33 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     _checked_checkpoint(d / "ckpt" / "last.pt")
     progress = ProgressWriter(d / "progress.json", key, label or spec.label or spec.net, sched.steps)
     select = dict(spec.select)
-    best = {"value": -float("inf"), "step": None}
+    best: dict[str, Any] = {"kept": None, "step": None, "history": []}
     if select:
         from .runner import evaluate_run, test_pairs
 
-        sel_ev = EvalSpec(select["on"])
+        rule = select.get("rule", "psnr")
+        sel_ev = select_eval(spec)
         sel_pairs = test_pairs(select["on"], data_root)
         every = int(select["best_every"]) if spec.limits is None else 1
+        best["kept"] = _kept_scores(d / "best.pt")   # a resumed run keeps comparing with what it already kept
 
         def on_step(tr, terms_):
             progress(tr, terms_)
             if tr.step % every == 0 or tr.step == sched.steps:
-                v = float(pd.Series(evaluate_run(tr.eval_model(), spec, sel_ev, sel_pairs, fb, device)["per_image"]["PSNR"]).mean())
+                per = evaluate_run(tr.eval_model(), spec, sel_ev, sel_pairs, fb, device)["per_image"]
+                psnr = float(pd.Series(per["PSNR"]).mean())
+                ssim = float(pd.Series(per["SSIM"]).mean()) if per.get("SSIM") else float("nan")
                 tr.model.train()
-                if v > best["value"]:
-                    best.update(value=v, step=tr.step)
-                    atomic_torch_save({"model": tr.eval_model().state_dict(), "step": tr.step, "psnr": v}, d / "best.pt")
+                best["history"].append([tr.step, round(psnr, 4), round(ssim, 6)])
+                if improves(rule, best["kept"], psnr, ssim):
+                    best.update(kept=(psnr, ssim), step=tr.step)
+                    atomic_torch_save({"model": tr.eval_model().state_dict(), "step": tr.step, "psnr": psnr,
+                                       "ssim": ssim}, d / "best.pt")
     else:
         on_step = progress
+    ran = run_precision(spec.precision, device)
     tr = build_trainer(sched, model, terms, batches, device, ckpt_dir=d / "ckpt", forward=train_forward(spec, fb),
-                       callback=on_step, accum=accum)
+                       callback=on_step, accum=accum, amp="fp16" if ran == "fp16" else None)
     t0 = time.time()
     try:
         tr.fit(sched.steps)
@@ -248,7 +255,9 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     collapse_step = next((r["step"] for r in tr.log if r.get("collapsed")), None)
     record = {"key": key, "label": label or spec.label, "steps": tr.step, "collapsed": tr.collapsed,
               "collapse_step": collapse_step, "best_step": best["step"], "accum": accum,
-              "seconds_this_session": round(time.time() - t0, 1),
+              # [step, PSNR, SSIM] of this session's selection evaluations, and the rule that chose among them
+              "selection": {"rule": select.get("rule", "psnr"), "evaluations": best["history"]} if select else None,
+              "precision": ran, "precision_asked": spec.precision, "seconds_this_session": round(time.time() - t0, 1),
               "finished": _dt.datetime.now().isoformat(timespec="seconds"), "code": code_version(),
               "env": environment(device)}
     atomic_write_text(d / "done.json", json.dumps(record, indent=1))
@@ -257,19 +266,76 @@ def _train(store: RunStore, key: str, spec: RunSpec, fb, data_root: str, device:
     return final
 
 
+def improves(rule: str, kept: tuple[float, float] | None, psnr: float, ssim: float) -> bool:
+    """Whether an evaluation (mean test PSNR, mean SSIM) replaces the kept checkpoint, whose scores are ``kept``
+    (``None``: nothing kept yet). Rules (:data:`irlib.engine.spec.SELECT_RULES`): ``"psnr"``, a higher PSNR
+    (EDSR-PyTorch's ``model_best.pt``, DehazeFormer's, DiffLoss's); ``"psnr_and_ssim"``, a higher PSNR *and* a
+    higher SSIM than the kept checkpoint's (FFA-Net's net/main.py: it saves only when both exceed their
+    maxima, and updates both maxima only then). NaN scores never improve."""
+    if rule not in SELECT_RULES:
+        raise ValueError(f"unknown selection rule {rule!r}; known: {', '.join(SELECT_RULES)}")
+    if kept is None:
+        return psnr == psnr and (rule == "psnr" or ssim == ssim)
+    if rule == "psnr":
+        return psnr > kept[0]
+    return psnr > kept[0] and ssim > kept[1]
+
+
+def pick(rule: str, scores: Sequence[tuple[float, float]]) -> int | None:
+    """The index of the evaluation whose checkpoint ``rule`` keeps at the end, from the (PSNR, SSIM) of
+    successive evaluations; ``None`` when none qualifies (the final weights are kept)."""
+    kept, at = None, None
+    for i, (p, s) in enumerate(scores):
+        if improves(rule, kept, p, s):
+            kept, at = (p, s), i
+    return at
+
+
+def select_eval(spec: RunSpec) -> EvalSpec:
+    """The evaluation a run's checkpoint selection measures: the selection's own convention where the plan gives
+    one (``select["eval"]``), else the test set's default (RGB, whole image, full-size SSIM)."""
+    sel = dict(spec.select)
+    return sel.get("eval") or EvalSpec(sel["on"])
+
+
+def _kept_scores(path: Path) -> tuple[float, float] | None:
+    """(PSNR, SSIM) of an earlier session's kept checkpoint, or ``None`` (none, or unreadable: it is replaced)."""
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+        return (float(sd["psnr"]), float(sd["ssim"])) if "ssim" in sd else None
+    except Exception:
+        return None
+
+
+def run_precision(asked: str, device: str) -> str:
+    """The arithmetic a run asking for ``asked`` (``RunSpec.precision``) trains in on ``device``: ``"fp16"`` autocast
+    with a GradScaler only on a CUDA device; elsewhere (the CPU rehearsal and tests) ``"fp32"``, since float16
+    autocast on a CPU is slow where it is supported at all and its GradScaler is CUDA's. ``done.json`` records what
+    ran (``precision``) next to what was asked (``precision_asked``), so a CPU run of an fp16 recipe says so."""
+    if asked not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {asked!r}")
+    return "fp16" if asked == "fp16" and str(device).startswith("cuda") else "fp32"
+
+
 def build_trainer(sched, model, terms: dict, batches, device: str = "cpu", ckpt_dir=None, forward=None,
-                  callback=None, progress: bool = True, accum: int = 1):
+                  callback=None, progress: bool = True, accum: int = 1, amp: str | None = None):
     """The :class:`irlib.train.Trainer` of one run, following its schedule: optimiser, betas, weight decay,
     learning-rate decay, EMA, gradient clipping; checkpoints every quarter of the run (at most every 2,000
     steps) and at least every 10 minutes, so a preempted job loses little. ``accum``: each step's batch in that
-    many micro-batches (the job's recorded factor, ``irlib reproduce --gpu``): same effective batch and schedule."""
+    many micro-batches (the job's recorded factor, ``irlib reproduce --gpu``): same effective batch and schedule.
+    ``amp``: the Trainer's autocast (``"fp16"`` with a GradScaler; see :func:`run_precision`)."""
     from ..train import Trainer
 
     return Trainer(model, batches, terms, lr=sched.lr, weight_decay=sched.weight_decay, betas=tuple(sched.betas),
                    optimizer=sched.optimizer, grad_clip=sched.grad_clip, ema_decay=sched.ema, device=device,
                    ckpt_dir=ckpt_dir, ckpt_every=max(1, min(2000, sched.steps // 4)) if ckpt_dir else 0,
                    ckpt_seconds=600, forward=forward, on_collapse="stop", progress=progress,
-                   scheduler=sched.scheduler if sched.decay != "none" else None, callback=callback, accum=accum)
+                   scheduler=sched.scheduler if sched.decay != "none" else None, callback=callback, accum=accum,
+                   amp=amp)
 
 
 class ProgressWriter:

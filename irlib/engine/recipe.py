@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Sequence
 
-from .spec import EvalSpec, RunSpec, Source
+from .spec import SELECT_RULES, EvalSpec, RunSpec, Source
 
 DIMENSIONS = ("optimizer", "betas", "eps", "weight_decay", "momentum", "lr", "lr_schedule", "lr_tick", "warmup",
               "steps", "total_batch", "patch", "augment", "synth", "rec_loss", "extra_terms", "ema", "grad_clip",
@@ -26,14 +26,15 @@ DIMENSIONS = ("optimizer", "betas", "eps", "weight_decay", "momentum", "lr", "lr
               "eval_forward", "eval_self_ensemble")
 
 #: The value range each loss term sees (the trainer's images are in [0, 1]).
-TERM_RANGE = {"l1": "[0,1]", "mse": "[0,1]", "psnr": "[0,1]", "mse_pm1": "[-1,1]", "l1_pm1": "[-1,1]", "cross_entropy": "logits",
+TERM_RANGE = {"l1": "[0,1]", "mse": "[0,1]", "neg_ssim": "[0,1]", "psnr": "[0,1]", "mse_pm1": "[-1,1]", "l1_pm1": "[-1,1]", "cross_entropy": "logits",
               "spn": "VGG features of [0,1] images", "cr": "VGG19 features of [0,1] images",
               "pcl": "Haar details / BN discriminator of [0,1] images", "perceptual": "VGG16 features of [0,1] images",
               "adversarial": "[0,1]", "diffloss": "ADM UNet on [-1,1] images", "dpc": "DINOv2 features of [0,1] images",
               "airnet_contrast": "MoCo logits of two crops"}
 
 EPS = 1e-8          # irlib.train.Trainer: torch Adam/AdamW default eps
-PRECISION = "fp32"  # irlib.engine.jobs.build_trainer passes no amp
+#: RunSpec.precision as the recipe names it (fp16: autocast with a GradScaler, on CUDA; see irlib.engine.jobs.run_precision)
+PRECISION_NAMES = {"fp32": "fp32", "fp16": "fp16 autocast"}
 
 
 def _paired(dataset: str) -> bool:
@@ -72,7 +73,8 @@ def _lr_schedule(spec: RunSpec) -> str:
     if s.decay == "step":
         return f"step milestones={list(s.milestones)} gamma={s.gamma:g}"
     if s.decay == "cosine":
-        return f"cosine T={s.t_max if s.t_max is not None else 'run'} eta_min={s.eta_min:g}"
+        return (f"cosine T={s.t_max if s.t_max is not None else 'run'} eta_min={s.eta_min:g}"
+                + (f" first_tick={s.tick_offset}" if s.tick_offset else ""))
     if s.decay == "warmup_cosine":
         return f"warmup_cosine warmup={s.warmup} T={s.t_max} eta_min={s.eta_min:g}"
     if s.decay == "piecewise":
@@ -94,7 +96,10 @@ def _select(spec: RunSpec) -> str:
     if not sel:
         return "final"
     on = sel.get("on")
-    return f"best PSNR every {int(sel['best_every'])} steps on {getattr(on, 'dataset', on)}"
+    what = SELECT_RULES[sel.get("rule", "psnr")]
+    ev = sel.get("eval")
+    how = f" ({ev.channel}, crop {ev.crop}{', 8-bit' if ev.quantize else ''})" if ev is not None else ""
+    return f"best {what} every {int(sel['best_every'])} steps on {getattr(on, 'dataset', on)}{how}"
 
 
 def _one(values: Iterable[Any]) -> Any:
@@ -118,7 +123,7 @@ def recipe(spec: RunSpec, evals: Sequence[EvalSpec] = ()) -> dict[str, Any]:
         "total_batch": int(s.batch), "patch": int(s.patch), "augment": augment_of(spec), "synth": synth_of(spec),
         "rec_loss": _term(rec.name, rec.weight, rec.kw) if rec is not None else None,
         "extra_terms": " + ".join(extra) if extra else "none",
-        "ema": s.ema, "grad_clip": s.grad_clip, "precision": PRECISION, "select": _select(spec),
+        "ema": s.ema, "grad_clip": s.grad_clip, "precision": PRECISION_NAMES[spec.precision], "select": _select(spec),
         "eval_channel": _one(e.channel for e in evals), "eval_crop": _one(int(e.crop) for e in evals),
         "eval_quantize": _one(bool(e.quantize) for e in evals), "eval_ssim": _one(e.ssim or "full" for e in evals),
         "eval_tiles": _one(f"{e.tile}/{e.overlap}" if e.tile else "whole" for e in evals),

@@ -117,6 +117,12 @@ class Term:
         return dict(self.kw).get(k, default)
 
 
+#: Training arithmetic a run may ask for (``RunSpec.precision``).
+PRECISIONS = ("fp32", "fp16")
+#: Best-checkpoint rules of ``RunSpec.select`` (``irlib.engine.jobs.improves``): name -> what is compared.
+SELECT_RULES = {"psnr": "PSNR", "psnr_and_ssim": "PSNR and SSIM"}
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One training run. ``net`` is a :mod:`irlib.models.zoo` name, ``size`` ``full`` or ``tiny`` (smoke),
@@ -134,11 +140,16 @@ class RunSpec:
     forward: str = ""                       # "", "text" (TextPromptIR guidance from the batch's task) or "airnet"
                                             # (two crops per sample, irlib.models.airnet.training_forward)
     text_encoder: str = ""                  # encoder for forward="text": hub id, local folder, or "task-bert:<base>"
-    select: tuple[tuple[str, Any], ...] = ()  # () = final weights; (("best_every", n), ("on", TestSet)) = best
+    # () = final weights; (("best_every", n), ("on", TestSet)) = the best checkpoint by PSNR on that test set,
+    # evaluated every n steps; optional ("rule", one of SELECT_RULES) and ("eval", EvalSpec: the convention measured)
+    select: tuple[tuple[str, Any], ...] = ()
     limits: Limits | None = None
     # training augmentation, one of irlib.data.datasets.AUGMENTS; "" = irlib's original rule (paired: random
     # horizontal flip; clean images: random horizontal and vertical flips)
     augment: str = _recipe_field("")
+    # arithmetic of the training step, one of PRECISIONS: "fp32", or "fp16" (autocast to float16 with a dynamic
+    # GradScaler, as DehazeFormer's train.py) where a GPU runs it (irlib.engine.jobs.run_precision)
+    precision: str = _recipe_field("fp32")
     # numbers the plan states on purpose where they differ from the release's recipe fixture: dimension -> reason
     declared: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     label: str = field(default="", compare=False)   # human label, e.g. "EDSR-light+SPN x4"

@@ -73,11 +73,13 @@ class TraceFeatureBank(FeatureBank):
 
 
 def trace_signature(spec: RunSpec) -> RunSpec:
-    """The parts of a run that decide its per-step cost (seed, step count, data and model selection do not)."""
+    """The parts of a run that decide its per-step cost (seed, step count, data and model selection do not). The
+    trace runs on the meta device in float32 whatever ``precision`` the run asks for (an fp16 run's FLOPs are the
+    same; its traced memory an upper bound), so precision is left out too."""
     from ..schedules import Schedule
 
     sched = spec.schedule
-    return dataclasses.replace(spec, seed=0, train=(), select=(), label="",
+    return dataclasses.replace(spec, seed=0, train=(), select=(), label="", precision="fp32",
                                schedule=dataclasses.replace(sched, steps=1) if isinstance(sched, Schedule) else sched)
 
 

@@ -25,20 +25,11 @@ DEHAZE = {"train=ITS": ("reside_its:train", "ITS", "reside_sots:indoor", "SOTS-i
 # Where a run's recipe departs from its release on purpose (tests/test_recipes.py checks each against the release's
 # recipe fixture): dimension -> reason.
 DECLARED = {
-    "EDSR-light": {"select": "irlib keeps the final weights: the plan has no DIV2K validation split (images "
-                             "801-810), on which EDSR-PyTorch picks model_best.pt; both arms of every SPN row are "
-                             "final models"},
-    "IDT": {"rec_loss": "irlib has no SSIM loss yet: L1 stands in for IDT's -SSIM (irlib choice, see "
-                        "irlib.schedules 'IDT ...')"},
     "IDT SPA": {"steps": "irlib choice: the release's 400 epochs over SPA-Data's 638,464 training patches would be "
                          "63.8M steps; irlib gives SPA the release's DID-Data schedule (1.2M steps, see irlib.schedules "
                          "'IDT SPA')",
                 "lr_tick": "irlib choice: epochs of DID-Data's 3,000 steps (the DID schedule SPA borrows), not SPA's "
                            "159,616"},
-    "FFANet": {"select": "irlib's selection ranks checkpoints by test-split PSNR alone; FFA-Net saves only when PSNR "
-                         "and SSIM both improve"},
-    "DehazeFormer": {"precision": "irlib trains every run in fp32 (the engine has no mixed-precision option yet); "
-                                  "DehazeFormer trains under fp16 autocast with a GradScaler"},
 }
 PAPER_STEPS = (100, 500, 1000, 2000)
 SMOKE_STEPS = (2, 5, 10, 20)   # the history steps scaled to the smoke profile's 24 training steps
@@ -73,7 +64,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
         for s in scales:
             base = B.run(net, net_kw={"scale": s}, train=[(f"div2k:train-x{s}", f"srx{s}")],
                          schedule=schedule(f"{net} x{s}"), label=f"{net} x{s}", augment="dihedral8",
-                         declared=DECLARED.get(net))
+                         select=edsr_select(B, s) if net == "EDSR-light" else None, declared=DECLARED.get(net))
             a, b = sr_runs[net, s] = pair(base)
             for ds in SR_SETS:
                 ev = sr_eval(B, ds, s)
@@ -85,7 +76,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
     # ---------------------------------------------------------------- Table 2: IDT deraining, per dataset
     for ds, (train, test) in DERAIN.items():
         base = B.run("IDT", train=[(train, "rain")], schedule=schedule(f"IDT {ds}"), label=f"IDT ({ds})",
-                     augment="idt", declared={**DECLARED["IDT"], **DECLARED.get(f"IDT {ds}", {})})
+                     augment="idt", declared=DECLARED.get(f"IDT {ds}"))
         a, b = pair(base)
         ev = EvalSpec(B.testset(test, "rain"), channel="y", quantize=True, tile=128, overlap=20)
         note = "retrained on this dataset's training split; full-size test by 128-px tiles overlapping by 20 " \
@@ -105,7 +96,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
             sched = schedule(f"{net} {tname}")
             sel, aug, ev, note = dehaze_recipe(B, net, tname, test, sched)
             base = B.run(net, train=[(train, "haze")], schedule=sched, label=f"{net} ({tname})", augment=aug,
-                         select=sel, declared=DECLARED["FFANet" if net == "FFANet" else "DehazeFormer"])
+                         select=sel, precision="fp32" if net == "FFANet" else "fp16")   # DehazeFormer: train.py autocast
             a, b = dehaze_runs[net, setting] = pair(base)
             B.measure("Table 3", net, setting, tds, a, ev, notes=note)
             B.measure("Table 3", f"{net}+SPN", setting, tds, b, ev, baseline=a, baseline_label=net, notes=note)
@@ -205,6 +196,15 @@ def build(P: Profile, seed: int = 0) -> Plan:
     return B.plan
 
 
+def edsr_select(B: Builder, s: int) -> dict:
+    """EDSR-PyTorch's checkpoint selection (src/option.py ``--data_range 1-800/801-810``, ``--test_every 1000``;
+    src/trainer.py keeps ``model_best.pt``, the epoch of the best validation PSNR): every 1,000 steps on DIV2K's
+    validation images 0801-0810, PSNR as its ``utility.calc_psnr`` measures a non-benchmark set (RGB, ``scale + 6``
+    pixels shaved from every border, on the 8-bit-quantised output)."""
+    ts = B.testset(f"div2k:valid-x{s}", f"srx{s}")
+    return {"best_every": 1000, "on": ts, "eval": EvalSpec(ts, channel="rgb", crop=s + 6, quantize=True)}
+
+
 def sr_eval(B: Builder, ds: str, s: int) -> EvalSpec:
     """SR test pairs: the official bicubic LR of the EDSR benchmark archive; Manga109 (HR only) is
     down-scaled by irlib's antialiased bicubic (close to MATLAB imresize, not bit-identical). Outputs are
@@ -220,7 +220,8 @@ def dehaze_recipe(B: Builder, net: str, tname: str, test: str, sched: Schedule):
     """Release conventions of a dehazing run: ``(select, augment, evaluation, note)``.
 
     FFA-Net (net/main.py, data_utils.py): random horizontal flip and 0-3 quarter turns; the test split is evaluated
-    every ``--eval_step`` 5,000 steps and the best checkpoint kept. DehazeFormer (train.py, datasets/loader.py,
+    every ``--eval_step`` 5,000 steps and a checkpoint kept only when its PSNR and SSIM both beat the kept one's
+    (line 96; selection rule ``psnr_and_ssim``). DehazeFormer (train.py, datasets/loader.py,
     configs/*): flip and quarter turns on ITS, ``only_h_flip`` on RESIDE-6K; the test split is evaluated every
     ``eval_freq`` epochs (1 on ITS, 10 on RESIDE-6K; one epoch = the schedule's ``tick``) and the best kept; its
     test.py measures SSIM on images average-pooled ~2x."""
@@ -231,9 +232,12 @@ def dehaze_recipe(B: Builder, net: str, tname: str, test: str, sched: Schedule):
         every = sched.tick * (1 if tname == "ITS" else 10)
         aug = "dihedral8" if tname == "ITS" else "hflip"
         ev = EvalSpec(ts, ssim="dehazeformer")
-    note = (f"checkpoint: the best test-split PSNR of evaluations every {every:,} steps (the release's selection on "
+    what = "PSNR and SSIM (saved only when both beat the kept checkpoint's, FFA-Net's net/main.py)" \
+        if net == "FFANet" else "PSNR"
+    note = (f"checkpoint: the best test-split {what} of evaluations every {every:,} steps (the release's selection on "
             f"the test split)" + ("; SSIM on ~2x average-pooled images (DehazeFormer's test.py)" if ev.ssim else ""))
-    return {"best_every": every, "on": ts}, aug, ev, note
+    sel = {"best_every": every, "on": ts, **({"rule": "psnr_and_ssim"} if net == "FFANet" else {})}
+    return sel, aug, ev, note
 
 
 def _m(runs, ev):
