@@ -1,10 +1,16 @@
-"""Training equivalence with a release: irlib's whole training-step loop reproduces FFA-Net's own.
+"""Training equivalence with a release: irlib's whole training-step loop reproduces FFA-Net's and DehazeFormer's own.
 
 tests/fixtures/equivalence/ffanet_steps.json records what zhilin007/FFA-Net's ``net/main.py`` loop (its Adam, its
 per-step cosine rate, its L1 loss, its input normalisation) did for 4 steps on fixed batches from fixed initial
 weights: the per-step losses, rates and checksums of the final weights. Here the full plan's FFANet run is turned
 into a trainer the way the run store does (:func:`irlib.engine.jobs.build_trainer`), with only steps, batch,
 patch and the network's block count made small, and must give the same numbers.
+
+tests/fixtures/equivalence/dehazeformer_steps.json does the same for IDKiro/DehazeFormer's ``train.py`` (AdamW at
+torch's defaults, CosineAnnealingLR to lr/100 stepped once per epoch over ``range(epochs + 1)`` epochs, L1 on [-1, 1]
+images): 3 epochs of 2 fixed batches each, so the per-epoch rate changes twice within the 6 steps. The full plan's
+DehazeFormer-T (ITS) run keeps everything but its sizes and run length (steps, batch, patch, steps per epoch,
+epochs) and a tiny network; its fp16 autocast trains fp32 on a CPU, as the release's run was recorded.
 """
 import dataclasses
 import json
@@ -15,7 +21,7 @@ import pytest
 import torch
 
 from irlib import plan
-from irlib.engine.jobs import build_trainer, torch_threads
+from irlib.engine.jobs import build_trainer, run_precision, torch_threads
 from irlib.engine.runner import build_model, build_terms, effective_schedule
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "equivalence" / "ffanet_steps.json").read_text())
@@ -85,16 +91,159 @@ def test_losses_match_the_release(trained):
 
 def test_final_weights_match_the_release(trained):
     _, init, model, _, _ = trained
+    bad = _checksum_mismatches(model.state_dict(), init, FIX["recorded"]["checksums"])
+    assert not bad, "\n".join(bad[:20])
+
+
+def _checksum_mismatches(final: dict, init: dict, ref_all: dict, rtol: float = 1e-5) -> list[str]:
+    """Final-weight checksums (float64 sum, sum of squares, and of the change from ``init``) of the tensors in
+    ``final`` that differ from the release's (``ref_all``, same names) by more than ``rtol`` of the matching absolute
+    sum."""
     bad = []
-    for k, v in model.state_dict().items():
+    assert set(final) == set(ref_all)
+    for k, v in final.items():
         v = v.detach().double()
         d = v - init[k]
         mine = {"sum": float(v.sum()), "sumsq": float((v * v).sum()),
                 "delta_sum": float(d.sum()), "delta_sumsq": float((d * d).sum())}
-        ref = FIX["recorded"]["checksums"][k]
+        ref = ref_all[k]
         scale = {"sum": float(v.abs().sum()), "sumsq": mine["sumsq"], "delta_sum": float(d.abs().sum()),
                  "delta_sumsq": mine["delta_sumsq"]}
         for name, x in mine.items():
-            if abs(x - ref[name]) > 1e-5 * scale[name] + 1e-12:
+            if abs(x - ref[name]) > rtol * scale[name] + 1e-12:
                 bad.append(f"{k}.{name}: {x!r} vs release {ref[name]!r}")
+    return bad
+
+
+# ---------------------------------------------------------------------------------------------- DehazeFormer
+DF = json.loads((Path(__file__).parent / "fixtures" / "equivalence" / "dehazeformer_steps.json").read_text())
+DF_CFG = DF["config"]
+
+
+def _df_plan_run():
+    """The full SPN plan's DehazeFormer-T (ITS) baseline run, with only sizes and run length changed: a tiny
+    network, batch, patch, and ``epochs_setting + 1`` epochs of ``steps_per_epoch`` steps (train.py's
+    ``range(epochs + 1)`` with ``T_max = epochs``)."""
+    runs = [r for r in plan.build("spn", "full").runs()
+            if r.net == "DehazeFormer-T" and [t.name for t in r.terms] == ["l1_pm1"]
+            and any(s.dataset.startswith("reside_its") for s in r.train)]
+    assert runs, "the full SPN plan has no DehazeFormer-T ITS baseline run"
+    run = runs[0]
+    it, epochs = DF_CFG["steps_per_epoch"], DF_CFG["epochs_setting"]
+    sched = dataclasses.replace(run.schedule, steps=(epochs + 1) * it, batch=DF_CFG["batch"], patch=DF_CFG["side"],
+                                tick=it, t_max=epochs)
+    kw = tuple((k, tuple(v)) for k, v in DF_CFG["net_kw"].items() if k != "window") + (
+        ("window", DF_CFG["net_kw"]["window"]),)
+    return run, run.replace(schedule=sched, net_kw=kw)
+
+
+def _df_batches() -> list[dict]:
+    rng = np.random.default_rng(DF["batches"]["seed"])
+    shape = (DF_CFG["batch"], 3, DF_CFG["side"], DF_CFG["side"])
+    out = []
+    for _ in range(DF_CFG["steps"]):
+        lq = rng.random(shape, dtype=np.float32)
+        gt = rng.random(shape, dtype=np.float32)
+        out.append({"lq": torch.from_numpy(lq), "gt": torch.from_numpy(gt)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def df_trained():
+    planned, run = _df_plan_run()
+    sched = effective_schedule(run)
+    torch.manual_seed(DF["init"]["torch_seed"])
+    model = build_model(run, fb=None)
+    init = {k: v.detach().clone().double() for k, v in model.state_dict().items()}
+    terms = build_terms(run, model, fb=None, load_run=None)
+    data = _df_batches()
+    lrs: list[float] = []
+
+    def batches(step: int) -> dict:
+        """The step's fixed batch; records the rate the optimiser holds for this step's update."""
+        lrs.append(tr.opt.param_groups[0]["lr"])
+        return data[step]
+
+    ran = run_precision(run.precision, "cpu")
+    tr = build_trainer(sched, model, terms, batches, progress=False, amp="fp16" if ran == "fp16" else None)
+    with torch_threads(1):
+        log = tr.fit(sched.steps)
+    return planned, run, init, model, log, lrs, tr
+
+
+def test_dehazeformer_check_drives_the_plans_recipe(df_trained):
+    """What the check keeps from the plan is the release's recipe (configs/indoor/dehazeformer-t.json, train.py)."""
+    planned, run, _, model, _, _, tr = df_trained
+    s = planned.schedule
+    assert (s.optimizer, s.lr, s.betas, s.weight_decay, s.decay, s.eta_min, s.rec, s.tick_offset) == (
+        "adamw", DF_CFG["lr"], (0.9, 0.999), 0.01, "cosine", DF_CFG["lr"] * 1e-2, "l1_pm1", 0)
+    assert s.t_max == 300 and s.steps == (s.t_max + 1) * s.tick and s.batch == 32   # range(epochs + 1) epochs
+    rel = DF["recorded"]["optimizer_defaults"]
+    assert type(tr.opt) is torch.optim.AdamW
+    assert tr.opt.defaults["eps"] == rel["eps"] and tr.opt.defaults["amsgrad"] is rel["amsgrad"] is False
+    assert tr.opt.defaults["weight_decay"] == rel["weight_decay"] and list(tr.opt.defaults["betas"]) == rel["betas"]
+    assert planned.precision == "fp16" and run_precision(planned.precision, "cpu") == "fp32" and not tr.scaler.is_enabled()
+    assert model.signed_io and sum(len(getattr(model, f"layer{i}").blocks) for i in range(1, 6)) == sum(
+        DF_CFG["net_kw"]["depths"])
+    assert set(model.state_dict()) == set(DF["recorded"]["checksums"])   # the release's parameter names
+
+
+def test_dehazeformer_learning_rates_match_the_release(df_trained):
+    lrs = df_trained[5]
+    np.testing.assert_allclose(lrs, DF["recorded"]["lrs"], rtol=1e-6, atol=1e-12)
+    assert len(set(np.round(lrs, 12))) == 3   # the per-epoch rate changed twice within the check
+
+
+def test_dehazeformer_losses_match_the_release(df_trained):
+    log = df_trained[4]
+    loss = log["loss"].to_numpy()
+    np.testing.assert_allclose(loss, DF["recorded"]["losses"], rtol=1e-5)
+    # the release's own per-epoch log (train() returns AverageMeter.avg, written as 'train_loss')
+    per_epoch = loss.reshape(-1, DF_CFG["steps_per_epoch"]).mean(axis=1)
+    np.testing.assert_allclose(per_epoch, DF["recorded"]["epoch_train_loss"], rtol=1e-5)
+
+
+def test_dehazeformer_final_weights_match_the_release(df_trained):
+    """Every weight matches, except where the exact gradient is 0 (see :data:`NOISE_DRIVEN`): QK's bias is compared on
+    its Q half only and the relative-position MLP's last bias not at all."""
+    _, _, init, model, _, _, _ = df_trained
+    ref_all = DF["recorded"]["checksums"]
+    assert set(model.state_dict()) == set(ref_all)
+    final, start, ref = {}, {}, {}
+    for k, v in model.state_dict().items():
+        if k.endswith(NOISE_DRIVEN[1]):
+            continue
+        if k.endswith(NOISE_DRIVEN[0]):
+            final[k], start[k], ref[k] = v[:v.numel() // 2], init[k][:v.numel() // 2], ref_all[k]["q_half"]
+        else:
+            final[k], start[k], ref[k] = v, init[k], ref_all[k]
+    assert sum(k.endswith(NOISE_DRIVEN[0]) for k in final) == 3   # the tiny net's three attention blocks
+    bad = _checksum_mismatches(final, start, ref)
     assert not bad, "\n".join(bad[:20])
+
+
+# Biases whose exact gradient is 0: QK's K half adds q . b_k to every logit of a softmax row, the relative-position
+# MLP's last bias adds one constant per head; Adam (eps 1e-8) turns their rounding-noise gradients into ~lr updates.
+NOISE_DRIVEN = ("attn.QK.bias", "attn.attn.meta.2.bias")
+
+
+def test_dehazeformer_excluded_biases_get_no_gradient():
+    """Why the weight check leaves out K's bias and the meta bias: in float64, on the check's first batch, their
+    gradients are rounding noise next to the Q bias's."""
+    _, run = _df_plan_run()
+    torch.manual_seed(DF["init"]["torch_seed"])
+    model = build_model(run, fb=None).double()
+    batch = {k: v.double() for k, v in _df_batches()[0].items()}
+    (fn,) = [fn for _, fn in build_terms(run, model, fb=None, load_run=None).values()]
+    fn(model(batch["lq"]), batch, model).backward()
+    seen = 0
+    for k, p in model.named_parameters():
+        if k.endswith(NOISE_DRIVEN[0]):
+            q, kb = p.grad.view(2, -1)
+            qk_scale = float(q.abs().max())
+            assert qk_scale > 1e-5 and float(kb.abs().max()) < 1e-12 * qk_scale, k
+            seen += 1
+        elif k.endswith(NOISE_DRIVEN[1]):
+            assert float(p.grad.abs().max()) < 1e-12 * float(model.get_parameter(k[:-4] + "weight").grad.abs().max()), k
+            seen += 1
+    assert seen == 6
