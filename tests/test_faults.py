@@ -867,3 +867,41 @@ def test_a_failure_the_store_cannot_record_is_still_a_failure(tmp_path, monkeypa
     monkeypatch.setattr(jobs, "atomic_write_text", no_record)
     st = _run(p, RunStore(tmp_path / "runs"))
     assert list(st.state) == ["failed"] and "the data loader broke" in st.error.iloc[0]
+
+
+def test_kills_at_random_points_then_a_rerun_give_the_undisturbed_rows(finished, tmp_path):
+    """SIGKILL a job's process at seeded random moments (while it imports, builds, trains, checkpoints, evaluates
+    or writes its records), three times in a row on the same store, then let it finish: the rows equal an
+    undisturbed run's bit for bit and no .partial file is left."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, p, rows = finished
+    store = RunStore(tmp_path / "runs")
+    plan.submit_plans([p], store, plan.Context("data", store.root))
+    key = p.runs()[0].key()
+    cmd = [sys.executable, "-c", f"from irlib.engine.jobs import run_job; run_job({str(store.root)!r}, {key!r})"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    t = time.time()
+    probe = RunStore(tmp_path / "probe")   # how long one undisturbed job takes here, start to finish
+    plan.submit_plans([p], probe, plan.Context("data", probe.root))
+    subprocess.run([sys.executable, "-c", f"from irlib.engine.jobs import run_job; run_job({str(probe.root)!r}, "
+                    f"{key!r})"], env=env, check=True, capture_output=True)
+    whole = time.time() - t
+    rng = random.Random(1234)
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(rng.uniform(0.3, 1.0) * whole)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if store.state(key) == "done":
+            break
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    assert store.state(key) == "done"
+    assert not list(store.dir(key).rglob("*.partial"))
+    pd.testing.assert_frame_equal(gather(p, store).drop(columns=["runs"], errors="ignore"),
+                                  rows.drop(columns=["runs"], errors="ignore"))
