@@ -39,11 +39,13 @@ def _plan_run():
     return run.replace(schedule=sched, net_kw=(("blocks", CFG["blocks"]),))
 
 
-def _batches() -> list[dict]:
-    rng = np.random.default_rng(FIX["batches"]["seed"])
-    shape = (CFG["batch"], 3, CFG["side"], CFG["side"])
+def _batches(seed: int | None = None, cfg: dict | None = None) -> list[dict]:
+    """The fixed (lq, gt) batches both loops trained on: uniform draws from ``seed``, lq then gt per step."""
+    seed, cfg = (FIX["batches"]["seed"], CFG) if cfg is None else (seed, cfg)
+    rng = np.random.default_rng(seed)
+    shape = (cfg["batch"], 3, cfg["side"], cfg["side"])
     out = []
-    for _ in range(CFG["steps"]):
+    for _ in range(cfg["steps"]):
         lq = rng.random(shape, dtype=np.float32)
         gt = rng.random(shape, dtype=np.float32)
         out.append({"lq": torch.from_numpy(lq), "gt": torch.from_numpy(gt)})
@@ -138,14 +140,7 @@ def _df_plan_run():
 
 
 def _df_batches() -> list[dict]:
-    rng = np.random.default_rng(DF["batches"]["seed"])
-    shape = (DF_CFG["batch"], 3, DF_CFG["side"], DF_CFG["side"])
-    out = []
-    for _ in range(DF_CFG["steps"]):
-        lq = rng.random(shape, dtype=np.float32)
-        gt = rng.random(shape, dtype=np.float32)
-        out.append({"lq": torch.from_numpy(lq), "gt": torch.from_numpy(gt)})
-    return out
+    return _batches(DF["batches"]["seed"], DF_CFG)
 
 
 @pytest.fixture(scope="module")
