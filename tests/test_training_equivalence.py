@@ -11,6 +11,12 @@ torch's defaults, CosineAnnealingLR to lr/100 stepped once per epoch over ``rang
 images): 3 epochs of 2 fixed batches each, so the per-epoch rate changes twice within the 6 steps. The full plan's
 DehazeFormer-T (ITS) run keeps everything but its sizes and run length (steps, batch, patch, steps per epoch,
 epochs) and a tiny network; its fp16 autocast trains fp32 on a CPU, as the release's run was recorded.
+
+tests/fixtures/equivalence/nafnet_steps.json does the same for megvii-research/NAFNet's ``basicsr/train.py`` with
+options/train/GoPro/NAFNet-width32.yml (AdamW betas (0.9, 0.9) weight decay 1e-3, torch's CosineAnnealingLR stepped
+per iteration from the second on with T_max = total_iter, PSNRLoss, gradient norm clipped to 0.01): 5 steps, the rate
+changing on each. The full plan's NAFNet (GoPro) run keeps everything but steps, batch, patch and a tiny network. The
+release trains NAFNetLocal (TLC pooling), irlib NAFNet: the same computation at patches up to 256 (a test shows it).
 """
 import dataclasses
 import json
@@ -242,3 +248,124 @@ def test_dehazeformer_excluded_biases_get_no_gradient():
             assert float(p.grad.abs().max()) < 1e-12 * float(model.get_parameter(k[:-4] + "weight").grad.abs().max()), k
             seen += 1
     assert seen == 6
+
+
+# ---------------------------------------------------------------------------------------------- NAFNet (GoPro)
+NAF = json.loads((Path(__file__).parent / "fixtures" / "equivalence" / "nafnet_steps.json").read_text())
+NAF_CFG = NAF["config"]
+NAF_OPT = NAF["driven"]["release_options"]
+
+
+def _naf_plan_run():
+    """The full SPN plan's NAFNet (GoPro) baseline run (PSNR loss only), and the same run with only its sizes changed:
+    steps (the cosine's length follows: T_max = total_iter in the release), batch, patch and a tiny network."""
+    runs = [r for r in plan.build("spn", "full").runs()
+            if r.net == "NAFNet" and [t.name for t in r.terms] == ["psnr"]
+            and [s.dataset for s in r.train] == ["gopro:train"]]
+    assert len(runs) == 1, "the full SPN plan should have one NAFNet GoPro baseline run"
+    run = runs[0]
+    sched = dataclasses.replace(run.schedule, steps=NAF_CFG["steps"], batch=NAF_CFG["batch"], patch=NAF_CFG["side"])
+    kw = (("width", NAF_CFG["width"]), ("enc", tuple(NAF_CFG["enc"])), ("middle", NAF_CFG["middle"]),
+          ("dec", tuple(NAF_CFG["dec"])))
+    return run, run.replace(schedule=sched, net_kw=kw)
+
+
+@pytest.fixture(scope="module")
+def naf_trained():
+    planned, run = _naf_plan_run()
+    sched = effective_schedule(run)
+    torch.manual_seed(NAF["init"]["torch_seed"])
+    model = build_model(run, fb=None)
+    init = {k: v.detach().clone().double() for k, v in model.state_dict().items()}
+    terms = build_terms(run, model, fb=None, load_run=None)
+    data = _batches(NAF["batches"]["seed"], NAF_CFG)
+    lrs: list[float] = []
+
+    def batches(step: int) -> dict:
+        """The step's fixed batch; records the rate the optimiser holds for this step's update."""
+        lrs.append(tr.opt.param_groups[0]["lr"])
+        return data[step]
+
+    assert run_precision(run.precision, "cpu") == "fp32"
+    tr = build_trainer(sched, model, terms, batches, progress=False)
+    with torch_threads(1):
+        log = tr.fit(sched.steps)
+    return planned, run, init, model, log, lrs, tr
+
+
+def test_nafnet_check_drives_the_plans_recipe(naf_trained):
+    """What the check keeps from the plan is the release's recipe (options/train/GoPro/NAFNet-width32.yml and
+    basicsr/models/image_restoration_model.py's fixed clipping); the release's optimiser as it recorded it."""
+    planned, run, _, _, _, _, tr = naf_trained
+    s, o = planned.schedule, NAF_OPT
+    assert (s.optimizer, s.lr, list(s.betas), s.weight_decay) == (
+        "adamw", o["optim_g"]["lr"], o["optim_g"]["betas"], o["optim_g"]["weight_decay"])
+    # TrueCosineAnnealingLR (torch's CosineAnnealingLR) per iteration over the whole run: T_max = total_iter
+    assert (s.decay, s.eta_min, s.t_max, s.tick, s.tick_offset, s.warmup) == (
+        "cosine", o["scheduler"]["eta_min"], None, 1, 0, 0)
+    assert s.steps == o["total_iter"] == o["scheduler"]["T_max"] and o["warmup_iter"] < 0
+    assert s.batch == o["num_gpu"] * o["batch_size_per_gpu"] and s.patch == o["gt_size"]
+    assert s.grad_clip == o["grad_clip_max_norm"] == NAF["recorded"]["clip_max_norm"] and s.ema is None
+    assert [(t.name, t.weight, t.kw) for t in planned.terms] == [("psnr", o["pixel_opt"]["loss_weight"], ())]
+    assert planned.precision == "fp32" and planned.net_kw == ()
+    assert run.schedule.steps == NAF["driven"]["scratch_options"]["total_iter"] == NAF["recorded"]["scheduler"]["T_max"]
+    rel = NAF["recorded"]["optimizer_defaults"]
+    assert type(tr.opt) is torch.optim.AdamW and NAF["recorded"]["optimizer"] == "AdamW"
+    for k in ("lr", "eps", "weight_decay", "amsgrad", "maximize"):
+        assert tr.opt.defaults[k] == rel[k], k
+    assert list(tr.opt.defaults["betas"]) == rel["betas"]
+
+
+def test_nafnet_plan_network_is_the_releases():
+    """The plan's network (no net_kw: irlib's defaults) is the yml's network_g at full size."""
+    planned, _ = _naf_plan_run()
+    model = build_model(planned, fb=None)
+    g = NAF_OPT["network_g"]
+    assert model.intro.out_channels == g["width"]
+    assert [len(e) for e in model.encoders] == g["enc_blk_nums"] and len(model.middle_blks) == g["middle_blk_num"]
+    assert [len(d) for d in model.decoders] == g["dec_blk_nums"]
+
+
+def test_nafnet_tlc_pooling_is_global_at_the_training_patch(naf_trained):
+    """Named difference: the release trains NAFNetLocal (TLC), irlib trains NAFNet; at a training patch no larger
+    than the release's train_size (256, the plan's patch) every block's TLC window (1.5 x its feature map at 256)
+    covers the whole feature map, so AvgPool2d takes its global branch and both networks compute the same thing."""
+    from irlib.models.nafnet import NAFNet, NAFNetLocal, tlc_kernels
+
+    planned, _, _, model, _, _, _ = naf_trained
+    assert type(model) is NAFNet and not isinstance(model, NAFNetLocal)
+    assert all(isinstance(b.sca[0], torch.nn.AdaptiveAvgPool2d) for _, b in model.levels())
+    side, train = planned.schedule.patch, NAF_OPT["train_size"][-2:]
+    assert side <= min(train)
+    for m, patch in ((model, NAF_CFG["side"]), (build_model(planned, fb=None), side)):
+        kernels = tlc_kernels(m, tuple(train), NAF_OPT["base_scale"])
+        padded = -(-patch // m.padder_size) * m.padder_size
+        for (lv, _), k in zip(m.levels(), kernels):
+            assert min(k) >= padded // 2 ** lv   # window >= feature map: adaptive_avg_pool2d(x, 1)
+
+
+def test_nafnet_learning_rates_match_the_release(naf_trained):
+    lrs = naf_trained[5]
+    np.testing.assert_allclose(lrs, NAF["recorded"]["lrs"], rtol=1e-6, atol=1e-12)
+    # the rate changes every step; the last step uses tick T - 1 (above eta_min), as basicsr's loop does
+    assert len(set(np.round(lrs, 12))) == NAF_CFG["steps"] and lrs[0] == NAF_CFG["lr"]
+    assert lrs[-1] > 10 * NAF["recorded"]["scheduler"]["eta_min"]
+
+
+def test_nafnet_losses_match_the_release(naf_trained):
+    loss = naf_trained[4]["loss"].to_numpy()
+    np.testing.assert_allclose(loss, NAF["recorded"]["losses"], rtol=1e-5)
+
+
+def test_nafnet_gradient_norms_match_the_release(naf_trained):
+    """The total gradient norm before clipping, each step; it is above the 0.01 limit on every step, so the clip
+    (and Adam's response to the rescaled gradient) is exercised throughout."""
+    norms = naf_trained[4]["grad_norm"].to_numpy()
+    np.testing.assert_allclose(norms, NAF["recorded"]["grad_norms"], rtol=1e-5)
+    assert (norms > 100 * NAF["recorded"]["clip_max_norm"]).all()
+
+
+def test_nafnet_final_weights_match_the_release(naf_trained):
+    _, _, init, model, _, _, _ = naf_trained
+    bad = _checksum_mismatches(model.state_dict(), init, NAF["recorded"]["checksums"])
+    assert not bad, "\n".join(bad[:20])
