@@ -144,6 +144,9 @@ def test_spn_settings_are_the_releases_variant_options(variant):
     assert dict(zip(cfg.layers, cfg.layer_weights)) == rel["layer_weights"] and cfg.arch == rel["vgg_type"]
     assert (cfg.lam, cfg.w, list(cfg.steps)) == (CFG["lam"], CFG["w"], CFG["hist"])
     assert cfg.init == ("paper" if variant == "paper" else "release")
+    # the paper preset also copies buffers into a due copy, the release blends parameters only: for EDSR the one
+    # buffer is the constant RGB mean (outside the state dict), so both do the same here
+    assert cfg.update_buffers is (variant == "paper") and [n for n, _ in model.named_buffers()] == ["mean"]
     if variant == "release":
         assert cfg.init_mix == rel["neg_start"] and cfg == dataclasses.replace(
             PUBLIC_CODE, lam=CFG["lam"], steps=tuple(CFG["hist"]), w=CFG["w"])
