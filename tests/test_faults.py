@@ -762,7 +762,13 @@ def test_a_busy_local_worker_dies_with_the_process_that_started_it(tmp_path):
         while _alive([psutil.Process(w) for w in workers if psutil.pid_exists(w)]) and time.time() < deadline:
             time.sleep(0.2)
         assert not psutil.pid_exists(workers[0]) or not _alive([psutil.Process(workers[0])]), "worker still training"
-        assert (store.dir(key) / "ckpt" / "last.pt").is_file()       # it checkpointed on the way out
+        logs = sorted((store.root / "_logs").glob("worker-*.log"))
+        said = "\n".join(ln for f in logs for ln in f.read_text().replace("\r", "\n").splitlines()
+                         if ln.strip() and not ln.lstrip().startswith("train:"))[-6000:]
+        err = store.dir(key) / "error.json"
+        said += "\nerror.json: " + (err.read_text()[-3000:] if err.is_file() else "none")
+        said += "\nrun dir: " + " ".join(sorted(str(f.relative_to(store.dir(key))) for f in store.dir(key).rglob("*")))
+        assert (store.dir(key) / "ckpt" / "last.pt").is_file(), f"no checkpoint on the way out; worker log:\n{said}"
         assert store.done(key) is None
     finally:
         driver.kill()
@@ -905,3 +911,42 @@ def test_kills_at_random_points_then_a_rerun_give_the_undisturbed_rows(finished,
     assert not list(store.dir(key).rglob("*.partial"))
     pd.testing.assert_frame_equal(gather(p, store).drop(columns=["runs"], errors="ignore"),
                                   rows.drop(columns=["runs"], errors="ignore"))
+
+
+def test_a_worker_checkpoints_through_repeated_sigterms(tmp_path):
+    """A parent that dies with several live threads sends the worker its parent-death SIGTERM once per exiting
+    thread. The first makes the job checkpoint; the next ones, arriving while it saves, must not interrupt that
+    save (they once did: no ckpt/last.pt, a flaky kill test). Three SIGTERMs back to back: the worker still
+    leaves its checkpoint, reports nothing to a closed pipe, and exits 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = tiny_plan(steps=100_000)
+    store = RunStore(tmp_path / "runs")
+    plan.submit_plans([p], store, plan.Context("data", store.root))
+    key = p.runs()[0].key()
+    w = subprocess.Popen([sys.executable, "-m", "irlib.engine.worker", str(store.root), "cpu"], cwd=REPO,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        w.stdin.write(key + "\n")
+        w.stdin.flush()
+        deadline = time.time() + 180
+        while (store.progress(key) or {}).get("step", 0) < 1 and time.time() < deadline and w.poll() is None:
+            time.sleep(0.2)
+        assert (store.progress(key) or {}).get("step", 0) >= 1, w.stderr.read()[-2000:] if w.poll() is not None else ""
+        w.stdout.close()   # the executor is gone: the worker's protocol pipe is broken
+        for _ in range(3):
+            w.send_signal(signal.SIGTERM)
+            time.sleep(0.002)
+        rc = w.wait(60)
+        err = w.stderr.read()
+        assert rc == 130, err[-3000:]
+        assert (store.dir(key) / "ckpt" / "last.pt").is_file(), err[-3000:]
+        assert err.count("checkpointing and stopping") == 1 and "Traceback" not in err, err[-3000:]
+        assert store.done(key) is None
+    finally:
+        if w.poll() is None:
+            w.kill()

@@ -9,7 +9,24 @@ import sys
 
 
 def _terminate(signum, frame):  # the trainer saves its checkpoint on KeyboardInterrupt
+    # Further SIGTERMs are ignored from here on: a parent that dies while several of its threads are alive
+    # sends its parent-death signal once per exiting thread (the kernel re-parents the worker to each surviving
+    # thread in turn), and a second one must not interrupt the checkpoint the first one asked for. SIGKILL
+    # still ends a worker that does not stop (the executor's grace period).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
+    print(f"irlib worker: signal {signum} received at {where}; checkpointing and stopping", file=sys.stderr,
+          flush=True)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _tell(proto, line: str) -> None:
+    """One protocol line to the executor; nothing when it is gone (a killed executor closes the pipe)."""
+    try:
+        proto.write(line)
+        proto.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +48,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             run_job(store, key, device)
-            proto.write(f"{PROTOCOL}ok {key}\n")
+            _tell(proto, f"{PROTOCOL}ok {key}\n")
         except KeyboardInterrupt:
-            proto.write(f"{PROTOCOL}failed {key} interrupted\n")
-            proto.flush()
+            _tell(proto, f"{PROTOCOL}failed {key} interrupted\n")
             return 130
         except Exception as e:  # recorded in the store's error.json as well
             msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:500]
-            proto.write(f"{PROTOCOL}failed {key} {msg}\n")
-        proto.flush()
+            _tell(proto, f"{PROTOCOL}failed {key} {msg}\n")
         before = memory_gib()[0]
         release_memory()
         rss, peak = memory_gib()
