@@ -164,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(str(e), file=sys.stderr)
         return 130
+    except OSError as e:   # a full, read-only or forbidden output folder: the message names the file, no traceback
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        msg = (e.strerror or str(e)) + (f" ({e.filename})" if e.filename and str(e.filename) not in str(e) else "")
+        print(f"irlib {a.cmd}: {msg}; nothing was reported as finished: free space or choose another --out, then "
+              f"re-run (finished runs are kept)", file=sys.stderr)
+        return 1
 
 
 def _plans(only, profile, seed=0):

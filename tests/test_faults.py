@@ -950,3 +950,24 @@ def test_a_worker_checkpoints_through_repeated_sigterms(tmp_path):
     finally:
         if w.poll() is None:
             w.kill()
+
+
+def test_a_full_output_disk_ends_reproduce_with_a_message_not_a_traceback(tmp_path, small_disk):
+    """``irlib reproduce --out`` on a disk that fills up: the notebook that cannot write fails, reproduce's own
+    summary files cannot be written either, and the command exits 1 naming the file and the full disk (no
+    traceback, no ``.partial`` left, no top-level results claiming success); with room, a re-run succeeds."""
+    import subprocess
+
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _nb(nbdir / "alpha.ipynb", ROW.format(value=31.25) + "open(out_dir + '/blob.bin', 'wb').write(b'x' * 200_000)\n")
+    out = small_disk / "out"
+    r = _cli("reproduce", "--out", str(out), nbdir=nbdir)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "No space left on device" in r.stderr, r.stderr
+    assert str(out / "smoke") in r.stderr
+    assert not (out / "smoke" / "results.csv").exists() and not list(out.rglob("*.partial"))
+    subprocess.run(["mount", "-o", "remount,size=200m", str(small_disk)], check=True)
+    r = _cli("reproduce", "--out", str(out), nbdir=nbdir)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(out / "smoke" / "results.csv").value.tolist() == [31.25]
