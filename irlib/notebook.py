@@ -177,19 +177,20 @@ def _display(obj) -> None:
 def session(paper: str, *, profile: str = "smoke", device: str = "cpu", data_root: str = "data", seed: int = 0,
             out_dir: str = "reports/smoke/", runs_dir: str = "", files: dict | None = None,
             only: Sequence[str] | str | None = None, skip_data: Sequence[str] | str = (),
-            only_runs: str | Path = "") -> Session:
+            only_runs: str | Path = "", options: dict | None = None) -> Session:
     """The notebook's entry point. ``runs_dir`` defaults to ``<out_dir>/../runs`` (shared by the papers of
     one ``irlib reproduce``); ``only`` keeps some tables (``["Table 1", "Fig. 4"]`` or ``"Table 1,Fig. 4"``);
     ``skip_data`` names missing datasets (``irlib reproduce --skip-missing``): their tables become rows saying
     why instead of failing the notebook; ``only_runs`` is a file of run keys (``irlib reproduce --only-runs``):
-    only what those runs compute is run, the other rows say "not run in this selection"."""
+    only what those runs compute is run, the other rows say "not run in this selection"; ``options`` are the
+    paper's plan options (e.g. ``{"protocol": "release"}`` for DiffLoss)."""
     if isinstance(only, str):
         only = [t.strip() for t in only.split(",") if t.strip()]
     if isinstance(skip_data, str):
         skip_data = [t.strip() for t in skip_data.split(",") if t.strip()]
     from .papers import build
 
-    full = build(paper, profile, seed=seed).select(only)
+    full = build(paper, profile, seed=seed, **(options or {})).select(only)
     unselected = None
     if only_runs:
         from .engine.selection import read_selection, restrict

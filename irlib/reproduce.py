@@ -25,7 +25,7 @@ from typing import Sequence
 import pandas as pd
 
 from .io import atomic_write_text
-from .papers import PAPERS, parse_only
+from .papers import PAPERS, parse_only, registry
 from .procs import die_with_parent, stop_process_groups
 
 REPO = Path(__file__).resolve().parents[1]
@@ -422,7 +422,10 @@ def reproduce(profile: str = "smoke", out: str | Path = "reports", only: Sequenc
     writable(out_root)
     store_root = out_root / "runs"
     data_root = str(Path(data_root).resolve())
-    by_nb = {n: plan.build(n, profile, seed).select(t) for n, t in selection.items() if n in PAPERS}
+    # a -p value that is also a plan option (DiffLoss's protocol) shapes the plan checked and selected here too
+    by_nb = {n: plan.build(n, profile, seed, **{k: v for k, v in per_nb.get(n, {}).items()
+                                               if k in registry()[n].options()}).select(t)
+             for n, t in selection.items() if n in PAPERS}
     selection_file = None
     if keys is not None:
         by_nb, selection_file = _only_runs(keys, only_runs, by_nb, profile, seed, only, out_root, echo)

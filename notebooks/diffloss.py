@@ -22,6 +22,7 @@ only = ""            # comma-separated tables/figures to keep, e.g. "Table 1,Fig
 skip_data = ""        # comma-separated missing datasets (irlib reproduce --skip-missing): their tables become skip rows
 only_runs = ""        # file of run keys to keep (irlib reproduce --only-runs); their rows run, the others show as not run
 adm_checkpoint = ""  # local path or URL of 256x256_diffusion_uncond.pt (default: OpenAI's URL, cached)
+protocol = "paper"   # one of: paper, release, release+grad (Sec. 4's setting; the public code's protocol as released; the same with DiffLoss's gradient)
 
 # %%
 from irlib.notebook import session
@@ -29,7 +30,7 @@ from irlib.notebook import session
 S = session("diffloss", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"adm": adm_checkpoint} if adm_checkpoint else None,
             only=only, skip_data=skip_data,
-            only_runs=only_runs)
+            only_runs=only_runs, options={"protocol": protocol})
 S.overview()
 
 # %% [markdown]

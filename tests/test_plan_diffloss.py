@@ -2,8 +2,11 @@
 is its baseline plus the paper's γ·DiffLoss term and nothing else, Table 3 / Fig. 7 keep the best checkpoint,
 the rehearsal feeds the real ADM small images; and one Table 1 pair rehearsed end to end on synthetic data."""
 import dataclasses
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -202,3 +205,111 @@ def test_pixel_l2_is_on_the_releases_minus_one_to_one_scale():
     ref = ((out * 2 - 1) - (gt * 2 - 1)).pow(2).flatten(1).mean(1).mean()
     assert torch.allclose(LOSSES["mse_pm1"](out, {"gt": gt}), ref)
     assert torch.allclose(LOSSES["mse_pm1"](out, {"gt": gt}), 4 * LOSSES["mse"](out, {"gt": gt}))
+
+
+# ------------------------------------------------------------------ the release protocol (protocol="release")
+CENTER = json.loads((Path(__file__).parent / "fixtures" / "diffloss_center_crop.json").read_text())
+
+
+def _center_input(h: int, w: int) -> np.ndarray:
+    """The fixture's input rule: seeded uint8 noise, each row replaced by its running mean along the width."""
+    img = np.random.default_rng(7).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return (np.cumsum(img.astype(np.int64), axis=1) // np.arange(1, w + 1)[None, :, None]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("case", sorted(CENTER["cases"]))
+def test_resize_center_equals_the_releases_center_crop(case):
+    """irlib.data.datasets.resize_center gives the release's center_crop_arr output bit for bit (box halvings
+    while the short side is at least 512, one bicubic resize to 256, the centred window), on uint8 and float input."""
+    from irlib.data.datasets import resize_center
+
+    c = CENTER["cases"][case]
+    arr = _center_input(*c["input_hw"])
+    out = resize_center(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), CENTER["side"])
+    got = out.permute(1, 2, 0).numpy().astype(np.int64)
+    assert out.dtype == torch.uint8 and list(got.shape) == c["shape"]
+    assert int(got.sum()) == c["sum"] and int((got ** 2).sum()) == c["sumsq"]
+    for yx, rgb in c["pixels"].items():
+        y, x = map(int, yx.split(","))
+        assert got[y, x].tolist() == rgb, yx
+    as_float = resize_center(torch.from_numpy(arr).permute(2, 0, 1).float() / 255, CENTER["side"])
+    assert as_float.dtype == torch.float32 and torch.equal((as_float * 255).round().to(torch.uint8), out)
+
+
+def test_release_protocol_is_the_public_codes_recipe_with_two_declared_differences():
+    """protocol="release": every run matches the DiffLoss recipe fixtures except the two declared points (which
+    15 test images the check sees); the terms are the release's (λ 0.001, no gradient); "release+grad" keeps the
+    gradient; a wrong protocol or an unknown option is refused by name."""
+    from irlib.engine.recipe import differences, matches
+
+    rel = plan.build("diffloss", "full", protocol="release")
+    fixtures = [json.loads(p.read_text()) for p in sorted((Path(__file__).parent / "fixtures" / "recipes")
+                                                         .glob("diffloss_*.json"))]
+    evals = rel.evals()
+    seen = 0
+    for r in rel.runs():
+        (f,) = [f for f in fixtures if matches(r, f["match"])]
+        release = {d: v["value"] for d, v in f["dimensions"].items()}
+        diff = differences(r, evals.get(r.key(), ()), release)
+        assert set(diff) <= set(D.RELEASE_DECLARED) and set(dict(r.declared)) == set(D.RELEASE_DECLARED), (r.label, diff)
+        assert r.schedule.lr == 1e-3 and r.crop == "resize_center" and r.augment == "hflip"
+        sel = dict(r.select)
+        assert sel["best_every"] == 30 and sel["on"].limit == 15 and sel["on"].resize == 256
+        for t in r.terms:
+            if t.name == "diffloss":
+                assert t.get("path") == "release" and t.get("detach_restored") is True
+                assert t.get("lam", 0.0) in (0.0, 0.001)
+        seen += 1
+    assert seen == len(plan.build("diffloss", "full").runs())
+    for ev in (e for lst in evals.values() for e in lst):
+        assert ev.quantize and ev.channel == "rgb" and ev.testset.limit == 15 and ev.testset.resize == 256
+    grad = plan.build("diffloss", "full", protocol="release+grad")
+    assert {t.get("detach_restored") for r in grad.runs() for t in r.terms if t.name == "diffloss"} == {False}
+    with_dl = {r.key() for r in rel.runs() if any(t.name == "diffloss" for t in r.terms)}
+    assert len(with_dl) == 14 and not {r.key() for r in grad.runs()} & with_dl
+    with pytest.raises(ValueError, match="protocol must be one of paper, release, release\\+grad"):
+        plan.build("diffloss", "full", protocol="code")
+    with pytest.raises(ValueError, match="unknown plan option.*protocol"):
+        plan.build("spn", "full", protocol="release")
+
+
+def test_release_protocol_end_to_end_gives_diffloss_no_gradient(tmp_path):
+    """The rehearsed IAT pair under the public code's protocol: squared patches, a best-of check each step, and
+    the DiffLoss terms computed without gradient, so the run with DiffLoss ends with exactly the baseline's
+    weights (the release's DiffLoss cannot change what its restorer learns)."""
+    from irlib.data.splits import synth
+
+    synth(tmp_path / "data", only=["lol"])
+    p = plan.build("diffloss", "rehearse", protocol="release")
+    p = dataclasses.replace(p, rows=[r for r in p.rows if r.key.table == "Table 1"
+                                     and r.key.method in ("IAT", "w/ DiffLoss (IAT)")], figures=[])
+    store = RunStore(tmp_path / "runs")
+    st = plan.execute(p, store, plan.Context(tmp_path / "data", store.root))
+    assert list(st.state) == ["done", "done"], st.error.tolist()
+    base, var = (r.source.runs[0] for r in p.rows[:3:2])
+    assert var.crop == "resize_center" and dict(var.select)["on"].resize == 64
+    log = pd.read_csv(store.dir(var.key()) / "log.csv")
+    assert len(log) == 2 and (log.diffloss > 0).all()       # the terms are computed and logged ...
+    wa, wb = (torch.load(store.dir(r.key()) / "final.pt", weights_only=True)["model"] for r in (base, var))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)         # ... but do not move the restorer
+    done = store.done(var.key())
+    assert done["selection"]["rule"] == "psnr" and len(done["selection"]["evaluations"]) == 2
+    rows = plan.gather(p, store)
+    assert (rows.n_images == 2).all() and rows.notes.str.contains("release protocol").all()
+
+
+def test_the_protocol_parameter_shapes_the_plan_reproduce_checks(tmp_path):
+    """``-p protocol release`` is a notebook parameter and a plan option: reproduce validates its value against the
+    notebook's declared choices before anything runs, and builds the release protocol's plan for its own checks (a
+    selection of release-protocol runs is known only under it)."""
+    from irlib.reproduce import UsageError, reproduce
+
+    key = next(r.key() for r in plan.build("diffloss", "smoke", protocol="release").runs())
+    sel = tmp_path / "keys.txt"
+    sel.write_text(key + "\n")
+    kw = dict(profile="smoke", out=tmp_path / "out", only=["diffloss"], only_runs=sel, preflight_only=True)
+    reproduce(params={"protocol": "release"}, **kw)
+    with pytest.raises(UsageError, match=key):
+        reproduce(**kw)
+    with pytest.raises(UsageError, match="expected one of paper, release, release\\+grad"):
+        reproduce(params={"protocol": "code"}, **kw)

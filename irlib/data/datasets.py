@@ -311,6 +311,54 @@ class PairedPatches:
         return out
 
 
+def resize_center(img: torch.Tensor, side: int) -> torch.Tensor:
+    """A (C,H,W) image squared to ``side`` as DiffLoss's release prepares every training and test image
+    (guided-diffusion's ``center_crop_arr``): halve both sides with PIL's box filter while the short side is at
+    least ``2*side``, resize with PIL's bicubic filter so the short side is ``side`` (each side
+    ``round(side * length / short)``), then cut the centred ``side`` x ``side`` window (offsets rounded down).
+    Works on the 8-bit grid; a float input in [0, 1] is rounded to it first, and the result keeps the input's
+    dtype (uint8, or float in [0, 1])."""
+    from PIL import Image
+
+    if side < 1:
+        raise ValueError(f"resize side must be positive, got {side}")
+    u8 = img if img.dtype == torch.uint8 else (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    arr = u8.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    while min(pil.size) >= 2 * side:
+        pil = pil.resize((pil.size[0] // 2, pil.size[1] // 2), resample=Image.BOX)
+    scale = side / min(pil.size)
+    pil = pil.resize((round(pil.size[0] * scale), round(pil.size[1] * scale)), resample=Image.BICUBIC)
+    out = np.array(pil)
+    out = out[..., None] if out.ndim == 2 else out
+    top, left = (out.shape[0] - side) // 2, (out.shape[1] - side) // 2
+    t = torch.from_numpy(np.ascontiguousarray(out[top:top + side, left:left + side])).permute(2, 0, 1).contiguous()
+    return t if img.dtype == torch.uint8 else t.to(img.dtype) / 255
+
+
+class ResizedPairs:
+    """``[(lq or None, gt), …]`` with both images of each pair squared by :func:`resize_center` (computed on
+    first use and kept: every training step then sees the same patch of an image, as the release's does)."""
+
+    def __init__(self, pairs, side: int, scale: int = 1):
+        if scale != 1:
+            raise ValueError("resize_center training patches are for same-size pairs (not super-resolution)")
+        self.pairs, self.side = pairs, side
+        self._get = lru_cache(maxsize=4096)(self._load)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, i: int):
+        lq, gt = self.pairs[i]
+        return (None if lq is None else resize_center(lq, self.side)), resize_center(gt, self.side)
+
+    def __getitem__(self, i: int):
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self._get(i % len(self))
+
+
 def make_test_pairs(images: Sequence[torch.Tensor], task: str, seed: int = 1234,
                     synth: str = "") -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Fixed (lq, gt) test pairs: each clean image degraded once with a seed derived from its index

@@ -15,7 +15,7 @@ from ..io import CorruptFile
 from ..results import paired_bootstrap
 from ..schedules import Schedule
 from .preflight import needed_data
-from .spec import (KEY_COLUMNS, PRECISIONS, SOURCE_NOT_STATED, Average, EvalSpec, Excluded, FigureSpec, Limits, Measure, Row,
+from .spec import (CROPS, KEY_COLUMNS, PRECISIONS, SOURCE_NOT_STATED, Average, EvalSpec, Excluded, FigureSpec, Limits, Measure, Row,
                    RowKey, RunSpec, Source, Study, StudySpec, Term, TestSet, freeze)
 
 ROW_COLUMNS = ["paper", "table", "method", "setting", "dataset", "metric", "value", "measured_on", "n_seeds",
@@ -251,15 +251,18 @@ class Builder:
     def run(self, net: str, *, train: Sequence[tuple[str, str]], schedule: Schedule, terms: Sequence[Term] = (),
             net_kw: dict | None = None, forward: str = "", label: str = "", select: dict | None = None,
             seed: int = 0, text_encoder: str | None = None, augment: str = "", synth: str = "",
-            declared: dict[str, str] | None = None, precision: str = "fp32") -> RunSpec:
+            declared: dict[str, str] | None = None, precision: str = "fp32", crop: str = "") -> RunSpec:
         """A run of ``net`` (seed ``seed``); ``train`` is ``[(data reference, task), …]``, optionally
         ``(data reference, task, subset size, weight)``: a fixed random subset of a large set, and the source's
         share of the batches when several are mixed. ``augment`` (:data:`irlib.data.datasets.AUGMENTS`) and
         ``synth`` (how synthetic noise is stored, for the noise sources) are recipe options; ``declared`` maps a recipe dimension
         where the plan departs from the release on purpose to the reason (see :mod:`irlib.engine.recipe`);
-        ``precision`` (:data:`irlib.engine.spec.PRECISIONS`) the training arithmetic."""
+        ``precision`` (:data:`irlib.engine.spec.PRECISIONS`) the training arithmetic; ``crop``
+        (:data:`irlib.engine.spec.CROPS`) how training patches are cut."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
         sched = self.schedule(schedule)
         rec = (Term(sched.rec),) if not any(t.name == sched.rec for t in terms) else ()
         return RunSpec(
@@ -270,7 +273,7 @@ class Builder:
             schedule=sched, seed=self.base_seed + seed, net_kw=freeze(net_kw), size=self.P.size, weights=self.P.weights,
             forward=forward, text_encoder=(self.P.text_encoder if text_encoder is None else text_encoder) if forward == "text" else "",
             select=freeze(select), limits=self.P.limits, label=label or net, augment=augment,
-            declared=tuple(sorted((declared or {}).items())), precision=precision)
+            declared=tuple(sorted((declared or {}).items())), precision=precision, crop=crop)
 
     def seeds(self, run: RunSpec, n: int | None = None) -> tuple[RunSpec, ...]:
         """``run`` replicated over the profile's seeds (or ``n``)."""

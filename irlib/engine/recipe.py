@@ -6,12 +6,14 @@ paper's number (``tests/fixtures/recipes/<context>.json``, ``tests/test_recipes.
 Dimensions (:data:`DIMENSIONS`): optimiser (``optimizer``, ``betas``, ``eps``, ``weight_decay``, ``momentum``),
 learning rate (``lr``, ``lr_schedule``: the decay with its milestones/period/floor in scheduler ticks,
 ``lr_tick``: optimiser steps per scheduler step, ``warmup``), ``steps``, ``total_batch`` (over all GPUs),
-``patch`` (ground-truth side), ``augment`` (the dihedral orientations a training patch may get), ``synth`` (how
+``patch`` (ground-truth side), ``train_crop`` (``random`` windows, or ``resize_center``: the short side resized
+to the patch and centre-cropped), ``augment`` (the dihedral orientations a training patch may get), ``synth`` (how
 synthetic degradations are stored, and their seed rule), ``rec_loss`` (the network's own reconstruction loss
 with the value range it sees), ``extra_terms`` (the method's terms: SPN, DiffLoss, ...), ``ema``,
 ``grad_clip``, ``precision``, ``select`` (which weights are kept), and the evaluation convention
 (``eval_channel``, ``eval_crop``, ``eval_quantize``, ``eval_ssim``, ``eval_tiles``, ``eval_forward``,
-``eval_self_ensemble``).
+``eval_self_ensemble``, ``eval_subset``: all test images or the first N, ``eval_resize``: 0 or the side both test
+images are squared to first).
 """
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ from typing import Any, Iterable, Sequence
 from .spec import SELECT_RULES, EvalSpec, RunSpec, Source
 
 DIMENSIONS = ("optimizer", "betas", "eps", "weight_decay", "momentum", "lr", "lr_schedule", "lr_tick", "warmup",
-              "steps", "total_batch", "patch", "augment", "synth", "rec_loss", "extra_terms", "ema", "grad_clip",
+              "steps", "total_batch", "patch", "train_crop", "augment", "synth", "rec_loss", "extra_terms", "ema", "grad_clip",
               "precision", "select", "eval_channel", "eval_crop", "eval_quantize", "eval_ssim", "eval_tiles",
-              "eval_forward", "eval_self_ensemble")
+              "eval_forward", "eval_self_ensemble", "eval_subset", "eval_resize")
 
 #: The value range each loss term sees (the trainer's images are in [0, 1]).
 TERM_RANGE = {"l1": "[0,1]", "mse": "[0,1]", "neg_ssim": "[0,1]", "psnr": "[0,1]", "mse_pm1": "[-1,1]", "l1_pm1": "[-1,1]", "cross_entropy": "logits",
@@ -99,7 +101,9 @@ def _select(spec: RunSpec) -> str:
     what = SELECT_RULES[sel.get("rule", "psnr")]
     ev = sel.get("eval")
     how = f" ({ev.channel}, crop {ev.crop}{', 8-bit' if ev.quantize else ''})" if ev is not None else ""
-    return f"best {what} every {int(sel['best_every'])} steps on {getattr(on, 'dataset', on)}{how}"
+    subset = (f" first {on.limit}" if getattr(on, "limit", None) else "") + (
+        f" resized {on.resize}" if getattr(on, "resize", 0) else "")
+    return f"best {what} every {int(sel['best_every'])} steps on {getattr(on, 'dataset', on)}{subset}{how}"
 
 
 def _one(values: Iterable[Any]) -> Any:
@@ -120,7 +124,8 @@ def recipe(spec: RunSpec, evals: Sequence[EvalSpec] = ()) -> dict[str, Any]:
         "optimizer": s.optimizer, "betas": [float(b) for b in s.betas], "eps": EPS,
         "weight_decay": float(s.weight_decay), "momentum": float(s.momentum), "lr": float(s.lr),
         "lr_schedule": _lr_schedule(spec), "lr_tick": int(s.tick), "warmup": int(s.warmup), "steps": int(s.steps),
-        "total_batch": int(s.batch), "patch": int(s.patch), "augment": augment_of(spec), "synth": synth_of(spec),
+        "total_batch": int(s.batch), "patch": int(s.patch), "train_crop": spec.crop or "random",
+        "augment": augment_of(spec), "synth": synth_of(spec),
         "rec_loss": _term(rec.name, rec.weight, rec.kw) if rec is not None else None,
         "extra_terms": " + ".join(extra) if extra else "none",
         "ema": s.ema, "grad_clip": s.grad_clip, "precision": PRECISION_NAMES[spec.precision], "select": _select(spec),
@@ -129,16 +134,24 @@ def recipe(spec: RunSpec, evals: Sequence[EvalSpec] = ()) -> dict[str, Any]:
         "eval_tiles": _one(f"{e.tile}/{e.overlap}" if e.tile else "whole" for e in evals),
         "eval_forward": _one(e.forward or "plain" for e in evals),
         "eval_self_ensemble": _one(False for _ in evals),
+        "eval_subset": _one(f"first {e.testset.limit}" if e.testset.limit else "all" for e in evals),
+        "eval_resize": _one(int(e.testset.resize) for e in evals),
     }
     assert tuple(out) == DIMENSIONS
     return out
 
 
+def compared(release: dict[str, Any], evals: Sequence[EvalSpec]) -> list[str]:
+    """The dimensions of ``release`` a run is compared on: all of them, less the evaluation convention for a
+    run the plan never evaluates itself (a study measures it, e.g. DiffLoss's Fig. 7 sweep)."""
+    return [k for k in release if evals or not k.startswith("eval_")]
+
+
 def differences(spec: RunSpec, evals: Sequence[EvalSpec], release: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{dimension: (irlib's value, the release's value)}`` for every dimension of ``release`` (a fixture's
-    ``{dimension: value}``) that the run's recipe does not match."""
+    """``{dimension: (irlib's value, the release's value)}`` for every compared dimension (:func:`compared`) of
+    ``release`` (a fixture's ``{dimension: value}``) that the run's recipe does not match."""
     mine = recipe(spec, evals)
-    return {k: (mine.get(k), v) for k, v in release.items() if _norm(mine.get(k)) != _norm(v)}
+    return {k: (mine.get(k), release[k]) for k in compared(release, evals) if _norm(mine.get(k)) != _norm(release[k])}
 
 
 def _norm(v: Any) -> Any:

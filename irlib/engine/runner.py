@@ -73,7 +73,7 @@ def training_batches(spec: RunSpec, data_root: str, sched: Schedule) -> Callable
     sources, weights = [], []
     two = spec.forward == "airnet"   # AirNet's query and key: two crops of each degraded image
     for src in spec.train:
-        s = _one_source(src, data_root, sched, spec.seed, spec.augment, two_crops=two)
+        s = _one_source(src, data_root, sched, spec.seed, spec.augment, two_crops=two, crop=spec.crop)
         prev = sources[-1] if sources else None
         if isinstance(s, PatchBatches) and isinstance(prev, PatchBatches) and tuple(prev.tasks) == tuple(s.tasks):
             prev.images = _Pooled([prev.images, s.images])   # consecutive clean sources of one task: one pooled
@@ -92,17 +92,23 @@ def training_batches(spec: RunSpec, data_root: str, sched: Schedule) -> Callable
 EAGER_LIMIT = 2000   # training sets up to this many images are decoded once into memory (uint8); larger ones lazily
 
 
-def _one_source(src: Source, data_root: str, sched: Schedule, seed: int, augment: str = "", two_crops: bool = False):
+def _one_source(src: Source, data_root: str, sched: Schedule, seed: int, augment: str = "", two_crops: bool = False,
+                crop: str = ""):
+    """Batches of one training source; ``crop="resize_center"`` squares every image to the patch side first
+    (:class:`irlib.data.datasets.ResizedPairs`), so the patch is the whole squared image."""
+    from ..data.datasets import ResizedPairs, resize_center
     from ..data.splits import LazyPairs, image_size, split_files, subset_files
 
     if src.dataset == OFFLINE:
         train, _ = split_samples(OFFLINE_SIDE, n_test=3)
+        if crop == "resize_center":
+            train = [resize_center(x, sched.patch) for x in train]
         return PatchBatches(train, sched.patch, sched.batch, tuple(src.task.split("|")), seed=seed,
                             augment=augment, synth=src.synth, two_crops=two_crops)
     sp = get_split(src.dataset)
     files = subset_files(split_files(data_root, src.dataset), src.subset)
     probe = files if len(files) <= EAGER_LIMIT else subset_files(files, 200, seed=1)
-    small = [(p, hw) for _, p in probe for hw in [image_size(p)] if min(hw) < sched.patch]
+    small = [(p, hw) for _, p in probe for hw in [image_size(p)] if min(hw) < sched.patch and crop != "resize_center"]
     if small:
         raise DatasetError(f"{src.dataset}: training images are smaller than the {sched.patch}-pixel training patch "
                            f"(e.g. {small[0][0].name}: {small[0][1][1]}x{small[0][1][0]}); "
@@ -111,6 +117,8 @@ def _one_source(src: Source, data_root: str, sched: Schedule, seed: int, augment
         data = load_split(data_root, src.dataset, dtype=torch.uint8, files=files)
     else:
         data = LazyPairs(files, src.dataset, sp.scale)
+    if crop == "resize_center":
+        data = ResizedPairs(data, sched.patch, sp.scale)
     if sp.paired:
         return PairedPatches(data, sched.patch, sched.batch, task=src.task, seed=seed, scale=sp.scale, augment=augment,
                              two_crops=two_crops)
@@ -151,17 +159,24 @@ class _GtOnly:
 def test_pairs(ts: TestSet, data_root: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Float (lq, gt) pairs of a test set: the split's real pairs (``task`` is then only a label), or its clean
     images degraded by ``task`` with the test set's seed (SR: cropped to a multiple of the scale first)."""
+    from ..data.datasets import resize_center
+
+    def squared(x: torch.Tensor) -> torch.Tensor:
+        return resize_center(x, ts.resize) if ts.resize else x
+
     if ts.dataset == OFFLINE:
         _, test = split_samples(OFFLINE_SIDE, n_test=3)
-        return make_test_pairs(test[: ts.limit], ts.task or "noise25", ts.seed, synth=ts.synth)
+        return make_test_pairs([squared(x) for x in test[: ts.limit]], ts.task or "noise25", ts.seed, synth=ts.synth)
     sp = get_split(ts.dataset)
     data = load_split(data_root, ts.dataset, limit=ts.limit)
     if sp.paired:  # real pairs: ``task`` only labels them (TextPromptIR's instruction)
-        return [(lq, gt) for lq, gt in data]
+        if ts.resize and sp.scale != 1:
+            raise ValueError(f"{ts.dataset}: a resized test set needs same-size pairs (scale {sp.scale})")
+        return [(squared(lq), squared(gt)) for lq, gt in data]
     if not ts.task:
         raise ValueError(f"{ts.dataset} holds clean images only: give the degradation task to test on")
     s = _scale_of(ts.task)
-    imgs = [gt[:, : gt.shape[1] // s * s, : gt.shape[2] // s * s] for _, gt in data]
+    imgs = [g[:, : g.shape[1] // s * s, : g.shape[2] // s * s] for g in (squared(gt) for _, gt in data)]
     return make_test_pairs(imgs, ts.task, ts.seed, synth=ts.synth)
 
 
@@ -247,7 +262,8 @@ def _term(t: Term, spec: RunSpec, model, fb: FeatureBank, load_run, losses):
         size = t.get("size")
         if spec.limits is not None:  # rehearsal: at most the caps' side; a term may ask for less (cost)
             size = min(int(size or spec.limits.image_side), spec.limits.image_side)
-        return DiffLoss(fb.adm(), lam=float(t.get("lam", 0.01)), target=t.get("target", "eps"), size=size)
+        return DiffLoss(fb.adm(), lam=float(t.get("lam", 0.01)), target=t.get("target", "eps"), size=size,
+                        path=t.get("path", "split"), detach_restored=bool(t.get("detach_restored", False)))
     if t.name == "dpc":
         from ..dinoir import DPCLoss
 

@@ -119,6 +119,8 @@ class Term:
 
 #: Training arithmetic a run may ask for (``RunSpec.precision``).
 PRECISIONS = ("fp32", "fp16")
+#: Ways of cutting training patches (``RunSpec.crop``).
+CROPS = ("", "resize_center")
 #: Best-checkpoint rules of ``RunSpec.select`` (``irlib.engine.jobs.improves``): name -> what is compared.
 SELECT_RULES = {"psnr": "PSNR", "psnr_and_ssim": "PSNR and SSIM"}
 
@@ -150,6 +152,10 @@ class RunSpec:
     # arithmetic of the training step, one of PRECISIONS: "fp32", or "fp16" (autocast to float16 with a dynamic
     # GradScaler, as DehazeFormer's train.py) where a GPU runs it (irlib.engine.jobs.run_precision)
     precision: str = _recipe_field("fp32")
+    # how training patches are cut, one of CROPS: "" a random patch-sized window of each pair (the usual rule);
+    # "resize_center" each pair's short side resized to the patch side and centre-cropped (DiffLoss's release:
+    # every image always gives the same patch, see irlib.data.datasets.resize_center)
+    crop: str = _recipe_field("")
     # numbers the plan states on purpose where they differ from the release's recipe fixture: dimension -> reason
     declared: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     label: str = field(default="", compare=False)   # human label, e.g. "EDSR-light+SPN x4"
@@ -175,13 +181,17 @@ class RunSpec:
 @dataclass(frozen=True)
 class TestSet:
     """Test pairs: ``dataset`` as in :class:`Source`; ``task`` degrades clean images (empty for real pairs);
-    ``seed`` fixes the degradation; ``limit`` keeps the first N images (rehearsal)."""
+    ``seed`` fixes the degradation; ``limit`` keeps the first N images (rehearsal, or a protocol's subset);
+    ``resize`` squares both images as :func:`irlib.data.datasets.resize_center` does."""
 
     dataset: str
     task: str = ""
     seed: int = 1234
     limit: int | None = None
     synth: str = _recipe_field("")    # as Source.synth
+    # > 0: both images' short side resized to this and centre-cropped to a square first (DiffLoss's release,
+    # irlib.data.datasets.resize_center); 0 = the images as they are
+    resize: int = _recipe_field(0)
 
 
 SSIM_MODES = ("", "dehazeformer", "skimage")

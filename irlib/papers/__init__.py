@@ -30,10 +30,25 @@ class Paper:
     order: int
     reference: str
 
-    def build(self, profile: "str | Profile" = "full", seed: int = 0) -> "Plan":
+    def build(self, profile: "str | Profile" = "full", seed: int = 0, **options) -> "Plan":
+        """The plan; ``options`` are the paper's own ``plan.build`` keywords (e.g. DiffLoss's ``protocol``,
+        DINO-IR's ``per_sigma``); an unknown one raises ValueError naming the valid ones."""
         from ..engine.core import get_profile
 
-        return importlib.import_module(f"{__name__}.{self.key}.plan").build(get_profile(profile), seed)
+        fn = importlib.import_module(f"{__name__}.{self.key}.plan").build
+        valid = self.options()
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(f"{self.key}: unknown plan option(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(valid) or 'none'}")
+        return fn(get_profile(profile), seed, **options)
+
+    def options(self) -> list[str]:
+        """The names of the plan's options (the keyword-only parameters of its ``plan.build``)."""
+        import inspect
+
+        fn = importlib.import_module(f"{__name__}.{self.key}.plan").build
+        return [n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
 
 
 @lru_cache(maxsize=1)
@@ -60,9 +75,10 @@ def get(key: str) -> Paper:
         raise ValueError(f"paper must be one of {', '.join(PAPERS)}; got {key!r}") from None
 
 
-def build(paper: str, profile: "str | Profile" = "full", seed: int = 0) -> "Plan":
-    """The plan of ``paper`` for ``profile`` (smoke, rehearse, full); ``seed`` offsets every run's seed."""
-    return get(paper).build(profile, seed)
+def build(paper: str, profile: "str | Profile" = "full", seed: int = 0, **options) -> "Plan":
+    """The plan of ``paper`` for ``profile`` (smoke, rehearse, full); ``seed`` offsets every run's seed;
+    ``options`` are the paper's plan options (see :meth:`Paper.build`)."""
+    return get(paper).build(profile, seed, **options)
 
 
 def build_all(profile: "str | Profile" = "full", papers: tuple[str, ...] = PAPERS, seed: int = 0) -> list["Plan"]:
