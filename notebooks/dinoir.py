@@ -24,6 +24,10 @@ only = ""             # comma-separated tables/figures to keep, e.g. "Table 5,Fi
 skip_data = ""        # comma-separated missing datasets (irlib reproduce --skip-missing): their tables become skip rows
 only_runs = ""        # file of run keys to keep (irlib reproduce --only-runs); their rows run, the others show as not run
 dinov2_weights = ""   # local timm DINOv2 ViT-S/14 file (instead of downloading vit_small_patch14_dinov2.lvd142m)
+per_sigma = False     # one denoiser per noise level in the single-task setting (default: one for sigma 15/25/50)
+dpc = "shallow"       # one of: shallow, psf (the DINOv2 layers the DPC loss compares)
+rain_channel = "rgb"  # one of: rgb, y (the channel deraining rows are measured on)
+derainer = "multi-task"  # one of: multi-task, v0 (the Restormer that Fig. 5 uses for its "little rain" image)
 
 # %%
 from irlib.notebook import session
@@ -31,7 +35,8 @@ from irlib.notebook import session
 S = session("dinoir", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir,
             runs_dir=runs_dir, files={"dinov2": dinov2_weights} if dinov2_weights else None,
             only=only, skip_data=skip_data,
-            only_runs=only_runs)
+            only_runs=only_runs, options={"per_sigma": per_sigma, "dpc": dpc, "rain_channel": rain_channel,
+                                          "derainer": derainer})
 S.overview()
 
 # %% [markdown]

@@ -21,13 +21,14 @@ only = ""            # comma-separated tables/figures to keep, e.g. "Table 1,Fig
 skip_data = ""       # comma-separated missing datasets (irlib reproduce --skip-missing): their tables become skip rows
 only_runs = ""       # file of run keys to keep (irlib reproduce --only-runs); their rows run, the others show as not run
 vgg19_weights = ""   # local torchvision VGG19 file (instead of downloading IMAGENET1K_V1)
+ffanet = "paper"     # one of: paper, mclir (FFANet trained with FFA-Net's own recipe as the paper says; or with the SPN release's option file)
 
 # %%
 from irlib.notebook import session
 
 S = session("spn", profile=profile, device=device, data_root=data_root, seed=seed, out_dir=out_dir, runs_dir=runs_dir,
             files={"vgg19": vgg19_weights} if vgg19_weights else None, only=only, skip_data=skip_data,
-            only_runs=only_runs)
+            only_runs=only_runs, options={"ffanet": ffanet})
 S.overview()
 
 # %% [markdown]

@@ -109,3 +109,44 @@ def test_rows_of_runs_with_declared_differences_say_so(full, tmp_path):
         if dims:
             assert f"in: {', '.join(dims)} (declared)" in row.notes
     assert rows.notes.str.contains("recipe differs").any()
+
+
+VARIANTS = sorted((Path(__file__).parent / "fixtures" / "recipe_variants").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", VARIANTS, ids=lambda p: p.stem)
+def test_plan_options_that_follow_a_release_match_it(path):
+    """A plan option that exposes a release's recipe beside the paper's (e.g. SPN's ``ffanet="mclir"``) gives runs
+    equal to that release's values in every dimension its fixture lists, with nothing declared; the default plan's
+    runs of the same context are untouched by the option."""
+    f = json.loads(path.read_text())
+    variant = plan.build(f["plan"]["paper"], "full", **f["plan"]["options"])
+    evals = variant.evals()
+    release = {d: v["value"] for d, v in f["dimensions"].items()}
+    runs = [r for r in variant.runs() if matches(r, f["match"])]
+    assert runs
+    for r in runs:
+        assert differences(r, evals.get(r.key(), ()), release) == {}, r.label
+        assert not r.declared, r.label
+    default = {r.key() for r in plan.build(f["plan"]["paper"], "full").runs() if matches(r, f["match"])}
+    assert default and not default & {r.key() for r in runs}
+
+
+def test_the_mclir_ffanet_option_carries_the_releases_spn_settings():
+    """Under ``ffanet="mclir"`` every FFANet+SPN run uses the release's SPN preset (VGG16 layers, λ=1e-3, copies
+    started 0.1·fresh + 0.9·θ, w=0.1) with its history steps; Table 7's ablation keeps the paper's single steps."""
+    from irlib import spn as spn_mod
+
+    f = json.loads((Path(__file__).parent / "fixtures" / "recipe_variants" / "spn_ffanet_mclir.json").read_text())
+    s = f["spn"]
+    cfg = spn_mod.PUBLIC_CODE
+    assert (cfg.lam, list(cfg.steps), cfg.w, cfg.init_mix, cfg.arch, list(cfg.layers), list(cfg.layer_weights)) == (
+        s["lam"], s["steps"], s["w"], s["init_mix"], s["arch"], s["layers"], s["layer_weights"])
+    p = plan.build("spn", "full", ffanet="mclir")
+    terms = {r.label: dict(t.kw) for r in p.runs() if r.net == "FFANet" for t in r.terms if t.name == "spn"}
+    assert terms["FFANet (ITS)+SPN"] == {"lam": 1e-3, "preset": "public_code", "steps": (100, 200, 500, 1000), "w": 0.1}
+    assert terms["FFANet (ITS)+SPN (s=500)"]["steps"] == (500,) and terms["FFANet (ITS)+SPN (s=500)"]["preset"] == "public_code"
+    other = [t for r in p.runs() if r.net != "FFANet" for t in r.terms if t.name == "spn"]
+    assert other and all("preset" not in dict(t.kw) for t in other)
+    with pytest.raises(ValueError, match="ffanet recipe must be one of paper, mclir"):
+        plan.build("spn", "full", ffanet="basicsr")

@@ -33,6 +33,23 @@ DECLARED = {
 }
 PAPER_STEPS = (100, 500, 1000, 2000)
 SMOKE_STEPS = (2, 5, 10, 20)   # the history steps scaled to the smoke profile's 24 training steps
+#: ``build(ffanet=…)``: how FFANet and FFANet+SPN are trained. ``"paper"``: FFA-Net's own release recipe, as the
+#: paper says ("strictly adhering to the original training configurations of each retrained model", Sec. 4) and
+#: with the paper's SPN settings. ``"mclir"``: the SPN release's only option file (Aitical/MCLIR@e42fb40
+#: options/FFANet_RESIDE_IN_fromScratch.yml, a BasicSR recipe unlike FFA-Net's): AdamW betas (0.9, 0.9), lr 2e-4
+#: on torch's cosine with T_max 100K (it rises again after 100K) to eta_min 1e-8 over 500K iterations, batch 4,
+#: 128-px patches with flips and rotations, EMA 0.999 (the EMA weights are evaluated), no gradient clipping (its
+#: ``use_grad_norm`` key is never read; the model reads ``use_grad_clip``), RGB PSNR on 8-bit outputs, and SPN as
+#: its code has it (:data:`irlib.spn.PUBLIC_CODE`: VGG16 relu1_2/2_2/3_3, λ=1e-3, steps 100/200/500/1000, copies
+#: started 0.1·fresh + 0.9·θ). The file names ITS ("RESIDE_IN"); the RESIDE-6K runs take it too.
+FFANET_RECIPES = ("paper", "mclir")
+MCLIR = "Aitical/MCLIR@e42fb400d7ccca2fb3ee08d23ff6994485c6c29f options/FFANet_RESIDE_IN_fromScratch.yml"
+MCLIR_FFANET = Schedule(500_000, 4, 128, 2e-4, optimizer="adamw", betas=(0.9, 0.9), weight_decay=0.0, decay="cosine",
+                        t_max=100_000, eta_min=1e-8, ema=0.999, rec="l1",
+                        source=f"{MCLIR}: AdamW lr 2e-4 betas (0.9, 0.9) wd 0 (lines 61-64), TrueCosineAnnealingLR "
+                               "T_max 100000 eta_min 1e-8 (67-69), total_iter 500000 (71), batch 4 (24), gt_size 128 "
+                               "(17), ema_decay 0.999 (55), L1 (76)")
+MCLIR_STEPS = (100, 200, 500, 1000)   # neg_iter, line 57
 
 
 def schedule(key: str) -> Schedule:
@@ -47,16 +64,26 @@ def schedule(key: str) -> Schedule:
     return Schedule(300_000, 8, 128, 2e-4, source="irlib choice: no released schedule")
 
 
-def build(P: Profile, seed: int = 0) -> Plan:
+def build(P: Profile, seed: int = 0, *, ffanet: str = "paper") -> Plan:
+    """SPN's plan; ``ffanet`` (:data:`FFANET_RECIPES`) picks the paper's or the SPN release's FFANet recipe."""
+    if ffanet not in FFANET_RECIPES:
+        raise ValueError(f"SPN ffanet recipe must be one of {', '.join(FFANET_RECIPES)}; got {ffanet!r}")
     B = Builder("spn", P, seed)
     steps = SMOKE_STEPS if P.scale == "tiny" else PAPER_STEPS
 
     def spn(lam: float = 1e-4, w: float = 0.1, hist: tuple[int, ...] = steps, **kw) -> Term:
         return Term("spn", -lam, tuple(sorted({"lam": lam, "w": w, "steps": tuple(hist), **kw}.items())))
 
+    def ffa_spn(hist: tuple[int, ...] | None = None) -> Term:
+        """SPN for FFANet: the paper's, or under ``ffanet="mclir"`` the release's preset (s=100..1000)."""
+        if ffanet == "mclir":
+            return spn(lam=1e-3, hist=hist or (SMOKE_STEPS if P.scale == "tiny" else MCLIR_STEPS), preset="public_code")
+        return spn(hist=hist or steps)
+
     def pair(base: RunSpec) -> tuple[tuple[RunSpec, ...], tuple[RunSpec, ...]]:
         a = B.seeds(base)
-        return a, tuple(r.with_terms(spn()).replace(label=r.label + "+SPN") for r in a)
+        term = ffa_spn() if base.net == "FFANet" else spn()
+        return a, tuple(r.with_terms(term).replace(label=r.label + "+SPN") for r in a)
 
     # ---------------------------------------------------------------- Table 1: SR
     sr_runs: dict[tuple[str, int], tuple] = {}
@@ -95,13 +122,18 @@ def build(P: Profile, seed: int = 0) -> Plan:
         for net in ("FFANet", "DehazeFormer-T", "DehazeFormer-S", "DehazeFormer-B"):
             sched = schedule(f"{net} {tname}")
             sel, aug, ev, note = dehaze_recipe(B, net, tname, test, sched)
+            if net == "FFANet" and ffanet == "mclir":
+                sched, sel, aug, ev = MCLIR_FFANET, None, "dihedral8", EvalSpec(B.testset(test, "haze"), quantize=True)
+                note = (f"trained with the SPN release's FFANet options ({MCLIR}), EMA weights, 8-bit RGB; the "
+                        "paper's own setting is FFA-Net's release recipe (ffanet='paper')")
             base = B.run(net, train=[(train, "haze")], schedule=sched, label=f"{net} ({tname})", augment=aug,
                          select=sel, precision="fp32" if net == "FFANet" else "fp16")   # DehazeFormer: train.py autocast
             a, b = dehaze_runs[net, setting] = pair(base)
             B.measure("Table 3", net, setting, tds, a, ev, notes=note)
             B.measure("Table 3", f"{net}+SPN", setting, tds, b, ev, baseline=a, baseline_label=net, notes=note)
-    ffa, ffa_spn = dehaze_runs["FFANet", "train=ITS"]
-    sots = EvalSpec(B.testset("reside_sots:indoor", "haze"))   # FFA-Net's convention (full-size SSIM)
+    ffa, ffa_spn_runs = dehaze_runs["FFANet", "train=ITS"]
+    sots = EvalSpec(B.testset("reside_sots:indoor", "haze"),   # FFA-Net's convention (full-size SSIM)
+                    quantize=ffanet == "mclir")                   # BasicSR's tensor2img under the release's options
 
     # ---------------------------------------------------------------- Table 4: deblurring
     base = B.run("NAFNet", train=[("gopro:train", "blur")], schedule=schedule("NAFNet GoPro"), label="NAFNet (GoPro)",
@@ -117,7 +149,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
     B.measure("Table 5", "FFANet", "task=dehazing", "SOTS-indoor", ffa, sots, notes="the Table 3 FFANet run (ITS)")
     B.measure("Table 5", "FFANet+CR", "task=dehazing", "SOTS-indoor", cr, sots, baseline=ffa, baseline_label="FFANet",
               notes="AECR-Net's contrastive regularisation (VGG19, weights 1/32..1, weight 0.1)")
-    B.measure("Table 5", "FFANet+SPN", "task=dehazing", "SOTS-indoor", ffa_spn, sots, baseline=ffa, baseline_label="FFANet",
+    B.measure("Table 5", "FFANet+SPN", "task=dehazing", "SOTS-indoor", ffa_spn_runs, sots, baseline=ffa, baseline_label="FFANet",
               notes="the Table 3 FFANet+SPN run (ITS)")
     B.exclude("Table 5", "FFANet+CCR", "task=dehazing", "SOTS-indoor", "PSNR",
               "CCR (C2PNet's curricular contrastive regularisation) is cited from its paper: its consensus negatives "
@@ -153,9 +185,9 @@ def build(P: Profile, seed: int = 0) -> Plan:
     # ---------------------------------------------------------------- Tables 7-9: ablations
     for paper_s, s_ in list(zip(PAPER_STEPS, steps)) + [("all", None)]:
         if s_ is None:
-            runs = ffa_spn
+            runs = ffa_spn_runs
         else:
-            runs = tuple(r.with_terms(spn(hist=(s_,))).replace(label=f"{r.label}+SPN (s={paper_s})") for r in ffa)
+            runs = tuple(r.with_terms(ffa_spn(hist=(s_,))).replace(label=f"{r.label}+SPN (s={paper_s})") for r in ffa)
         B.measure("Table 7", "FFANet+SPN", f"step={paper_s}", "SOTS-indoor", runs, sots, ("PSNR",),
                   notes=("all four steps = the Table 3 FFANet+SPN run" if s_ is None else "")
                   + (f"; smoke: step scaled to {s_}" if P.scale == "tiny" and s_ else ""))
@@ -191,7 +223,7 @@ def build(P: Profile, seed: int = 0) -> Plan:
     a, b, ev = idt_rain
     B.figure("Fig. 5", "Deraining: IDT vs IDT+SPN", "irlib.engine.drawing:visual_pair", runs=(a[0], b[0]),
              testset=ev.testset, names=("IDT", "IDT+SPN"), channel="y")
-    B.figure("Fig. 6", "Dehazing: FFANet vs FFANet+SPN", "irlib.engine.drawing:visual_pair", runs=(ffa[0], ffa_spn[0]),
+    B.figure("Fig. 6", "Dehazing: FFANet vs FFANet+SPN", "irlib.engine.drawing:visual_pair", runs=(ffa[0], ffa_spn_runs[0]),
              testset=sots.testset, names=("FFANet", "FFANet+SPN"))
     return B.plan
 
