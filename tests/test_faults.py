@@ -971,3 +971,21 @@ def test_a_full_output_disk_ends_reproduce_with_a_message_not_a_traceback(tmp_pa
     r = _cli("reproduce", "--out", str(out), nbdir=nbdir)
     assert r.returncode == 0, r.stderr
     assert pd.read_csv(out / "smoke" / "results.csv").value.tolist() == [31.25]
+
+
+def test_the_local_executor_keeps_what_each_failed_job_said(tmp_path):
+    """Like the inline executor, the local one keeps each failed job's message (``failures``), which
+    ``execute()`` reports for a job whose store could not record its error; a job that did not fail has none."""
+    from irlib.engine.execute import LocalExecutor
+
+    P = Profile("x", "tiny", "random", smoke_schedule=Schedule(2, 2, 32, 1e-3), scale="paper")   # real data refs
+    B = Builder("spn", P)
+    run = B.run("EDSR-light", net_kw={"scale": 4}, train=[("div2k:train-x4", "srx4")], schedule=P.smoke_schedule)
+    B.measure("Table 8", "EDSR-light", "lambda=0", "Set14", run,
+              EvalSpec(B.testset("sr_benchmark:Set14-x4", "srx4"), channel="y", crop=4), ("PSNR",))
+    store = RunStore(tmp_path / "runs")
+    plan.submit_plans([B.plan], store, plan.Context(tmp_path / "no-data-here", store.root))
+    key = run.key()
+    ex = LocalExecutor(store, jobs=1)
+    ex.run([key])
+    assert key in ex.failures and "no-data-here" in ex.failures[key], ex.failures

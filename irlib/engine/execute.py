@@ -256,6 +256,7 @@ class LocalExecutor:
         self.slots = [{"CUDA_VISIBLE_DEVICES": g} for g in gpus] or [{} for _ in range(max(1, jobs))]
         self.on_event = on_event or (lambda *a: None)
         self._procs: list[subprocess.Popen] = []
+        self.failures: dict[str, str] = {}   # key -> what the worker said (or how it died), as the inline executor's
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._queue: list[str] = []
@@ -316,10 +317,14 @@ class LocalExecutor:
                     reply = ""
                 if reply == "":
                     code = proc.wait()
-                    self.on_event("failed", key, f"worker died ({_describe(code)}); the run resumes from its checkpoint next time")
+                    self.failures[key] = (f"worker died ({_describe(code)}); the run resumes from its checkpoint "
+                                          "next time")
+                    self.on_event("failed", key, self.failures[key])
                     proc = None
                     continue
                 status, _, msg = reply[len(PROTOCOL):].strip().partition(" ")
+                if status != "ok":
+                    self.failures[key] = msg.partition(" ")[2]
                 self.on_event("ok" if status == "ok" else "failed", key, msg.partition(" ")[2])
             if proc is not None and proc.poll() is None:
                 proc.stdin.close()
