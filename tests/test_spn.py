@@ -256,3 +256,22 @@ def test_release_copies_of_a_plan_run_get_the_networks_own_init():
     fresh_w = (stacked[lin + ".weight"][0] - 0.9 * theta[lin + ".weight"]) / 0.1
     bound = 1 / fresh_w.shape[1] ** 0.5                      # reset_parameters' kaiming-uniform bound
     assert float(fresh_w.std()) == pytest.approx(0.02, rel=0.3) and 0.02 < bound / 3 ** 0.5 * 0.7   # trunc_normal_(0.02)
+
+
+def test_a_rehearsal_spn_run_keeps_one_history_copy_and_the_full_run_all_four():
+    """The rehearsal caps SPN's history at one copy (in two steps none is ever updated, so the others would only
+    repeat its forward pass); the full plan's same run keeps the paper's four steps."""
+    from irlib import plan
+    from irlib.engine.features import FeatureBank
+    from irlib.engine.runner import REHEARSE_HISTORY, build_model, build_terms
+
+    def spn_of(profile: str):
+        run = next(r for r in plan.build("spn", profile).runs()
+                   if r.net == "EDSR-light" and any(t.name == "spn" for t in r.terms) and r.label.endswith("x4+SPN"))
+        fb = FeatureBank("random", "full")
+        model = build_model(run, fb)
+        return dict(build_terms(run, model, fb, load_run=None))["spn"][1]
+
+    assert REHEARSE_HISTORY == 1
+    assert tuple(spn_of("rehearse").cfg.steps) == (100,)
+    assert tuple(spn_of("full").cfg.steps) == (100, 500, 1000, 2000)

@@ -230,6 +230,11 @@ def term_weight(t: Term, spec: RunSpec):
     return StepWeight.window(t.weight, at(kw.get("from", 0)), stop, None if then is None else float(then))
 
 
+#: SPN history copies a rehearsal run keeps (the first of its term's steps): in two steps no copy is ever updated,
+#: so the others would repeat the same forward passes (the costliest part of the rehearsal's IDT+SPN runs)
+REHEARSE_HISTORY = 1
+
+
 def _term(t: Term, spec: RunSpec, model, fb: FeatureBank, load_run, losses):
     if t.name in losses.LOSSES:
         return losses.LOSSES[t.name]
@@ -238,6 +243,8 @@ def _term(t: Term, spec: RunSpec, model, fb: FeatureBank, load_run, losses):
 
         base = spn.PUBLIC_CODE if t.get("preset") == "public_code" else spn.PAPER
         cfg = dataclasses.replace(base, **{k: v for k, v in t.kw if k in ("lam", "steps", "w")})
+        if spec.limits is not None:   # rehearsal: one history copy runs the same code at a quarter of the cost
+            cfg = dataclasses.replace(cfg, steps=tuple(cfg.steps)[:REHEARSE_HISTORY])
         negative = t.get("negative", "history")
         frozen = None
         if negative == "pretrained":

@@ -30,6 +30,12 @@ schedule (40K steps; see its source note). The frozen UNet is OpenAI's 256x256 u
 * **Figs. 1b, 5, 6** — visual comparisons (Fig. 1b's MSBDN, trained on Dense-Haze, is shown on NH-HAZE as the
   paper shows it; the paper does not say what its NH-HAZE model was trained on).
 
+Protocols (``build(protocol=…)``, notebook parameter ``protocol``). ``paper`` (default) is the setting above.
+``release`` is the public code's protocol as released (lr 1e-3, images squared to 256, the best weights of a
+15-image check every 30 steps, 8-bit RGB PSNR, λ=0.001, the UNet called under ``no_grad`` so the DiffLoss terms
+never reach the restorer: its "w/ DiffLoss" runs end with their baselines' weights); ``release+grad`` the same
+protocol with the gradient. Their runs have their own keys and rows noted "release protocol".
+
 Profiles. *Rehearse* runs the full plan (24 runs, same networks and code path: the real ``ADMUNet`` with the
 ``ADM_256_UNCOND`` configuration, random weights) with 2 steps per run; the DiffLoss term and the Fig. 2 study feed
 the UNet :data:`REHEARSE_ADM_SIDE`-pixel images, and Fig. 2 uses :data:`REHEARSE_LEVELS` instead of four
