@@ -58,25 +58,38 @@ def _batches(seed: int | None = None, cfg: dict | None = None) -> list[dict]:
     return out
 
 
-@pytest.fixture(scope="module")
-def trained():
-    run = _plan_run()
-    sched = effective_schedule(run)
-    torch.manual_seed(FIX["init"]["torch_seed"])
-    model = build_model(run, fb=None)
+def _build(run, torch_seed: int, fb=None):
+    """``run``'s network drawn after ``torch.manual_seed(torch_seed)`` (the recorded initial weights), those
+    weights in float64, and its loss terms: ``(model, init, terms)``."""
+    torch.manual_seed(torch_seed)
+    model = build_model(run, fb)
     init = {k: v.detach().clone().double() for k, v in model.state_dict().items()}
-    terms = build_terms(run, model, fb=None, load_run=None)
-    data = _batches()
+    return model, init, build_terms(run, model, fb=fb, load_run=None)
+
+
+def _fit(run, model, terms, data: list[dict]):
+    """Train ``model`` through the run store's trainer on the fixed batches ``data`` with one thread, as the release
+    runs were recorded (and as a run-store job with 1 thread computes); ``(log, lrs, trainer)``, ``lrs`` being the
+    rate the optimiser holds for each step's update."""
+    sched = effective_schedule(run)
     lrs: list[float] = []
 
     def batches(step: int) -> dict:
-        """The step's fixed batch; records the rate the optimiser holds for this step's update."""
         lrs.append(tr.opt.param_groups[0]["lr"])
         return data[step]
 
-    tr = build_trainer(sched, model, terms, batches, progress=False)
-    with torch_threads(1):   # as the release run was recorded (and as a run-store job with 1 thread computes)
+    ran = run_precision(run.precision, "cpu")
+    tr = build_trainer(sched, model, terms, batches, progress=False, amp="fp16" if ran == "fp16" else None)
+    with torch_threads(1):
         log = tr.fit(sched.steps)
+    return log, lrs, tr
+
+
+@pytest.fixture(scope="module")
+def trained():
+    run = _plan_run()
+    model, init, terms = _build(run, FIX["init"]["torch_seed"])
+    log, lrs, _ = _fit(run, model, terms, _batches())
     return run, init, model, log, lrs
 
 
@@ -152,23 +165,8 @@ def _df_batches() -> list[dict]:
 @pytest.fixture(scope="module")
 def df_trained():
     planned, run = _df_plan_run()
-    sched = effective_schedule(run)
-    torch.manual_seed(DF["init"]["torch_seed"])
-    model = build_model(run, fb=None)
-    init = {k: v.detach().clone().double() for k, v in model.state_dict().items()}
-    terms = build_terms(run, model, fb=None, load_run=None)
-    data = _df_batches()
-    lrs: list[float] = []
-
-    def batches(step: int) -> dict:
-        """The step's fixed batch; records the rate the optimiser holds for this step's update."""
-        lrs.append(tr.opt.param_groups[0]["lr"])
-        return data[step]
-
-    ran = run_precision(run.precision, "cpu")
-    tr = build_trainer(sched, model, terms, batches, progress=False, amp="fp16" if ran == "fp16" else None)
-    with torch_threads(1):
-        log = tr.fit(sched.steps)
+    model, init, terms = _build(run, DF["init"]["torch_seed"])
+    log, lrs, tr = _fit(run, model, terms, _df_batches())
     return planned, run, init, model, log, lrs, tr
 
 
@@ -273,23 +271,9 @@ def _naf_plan_run():
 @pytest.fixture(scope="module")
 def naf_trained():
     planned, run = _naf_plan_run()
-    sched = effective_schedule(run)
-    torch.manual_seed(NAF["init"]["torch_seed"])
-    model = build_model(run, fb=None)
-    init = {k: v.detach().clone().double() for k, v in model.state_dict().items()}
-    terms = build_terms(run, model, fb=None, load_run=None)
-    data = _batches(NAF["batches"]["seed"], NAF_CFG)
-    lrs: list[float] = []
-
-    def batches(step: int) -> dict:
-        """The step's fixed batch; records the rate the optimiser holds for this step's update."""
-        lrs.append(tr.opt.param_groups[0]["lr"])
-        return data[step]
-
     assert run_precision(run.precision, "cpu") == "fp32"
-    tr = build_trainer(sched, model, terms, batches, progress=False)
-    with torch_threads(1):
-        log = tr.fit(sched.steps)
+    model, init, terms = _build(run, NAF["init"]["torch_seed"])
+    log, lrs, tr = _fit(run, model, terms, _batches(NAF["batches"]["seed"], NAF_CFG))
     return planned, run, init, model, log, lrs, tr
 
 

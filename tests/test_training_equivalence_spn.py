@@ -32,10 +32,9 @@ import torch
 
 from irlib import plan
 from irlib.engine.features import FeatureBank
-from irlib.engine.jobs import build_trainer, torch_threads
-from irlib.engine.runner import build_model, build_terms, effective_schedule
+from irlib.engine.runner import build_model, build_terms
 from irlib.spn import PAPER, PUBLIC_CODE, SPNLoss, history_seed
-from test_training_equivalence import _batches, _checksum_mismatches
+from test_training_equivalence import _batches, _build, _checksum_mismatches, _fit
 
 SPN = json.loads((Path(__file__).parent / "fixtures" / "equivalence" / "mclir_spn_steps.json").read_text())
 CFG = SPN["config"]
@@ -73,25 +72,10 @@ def _sr_batches() -> list[dict]:
 
 def _train(variant: str):
     run = _plan_run(variant)
-    sched = effective_schedule(run)
-    fb = FeatureBank(weights="random")
-    torch.manual_seed(SPN["init"]["torch_seed"])
-    model = build_model(run, fb)
-    init = {k: v.detach().clone().double() for k, v in model.state_dict().items()}
-    terms = build_terms(run, model, fb=fb, load_run=None)
+    model, init, terms = _build(run, SPN["init"]["torch_seed"], FeatureBank(weights="random"))
     spn = terms["spn"][1]
     hist0 = {k: v.detach().clone().double() for k, v in spn.history.state_dict().items()}
-    data = _sr_batches()
-    lrs: list[float] = []
-
-    def batches(step: int) -> dict:
-        """The step's fixed batch; records the rate the optimiser holds for this step's update."""
-        lrs.append(tr.opt.param_groups[0]["lr"])
-        return data[step]
-
-    tr = build_trainer(sched, model, terms, batches, progress=False)
-    with torch_threads(1):
-        log = tr.fit(sched.steps)
+    log, lrs, _ = _fit(run, model, terms, _sr_batches())
     return {"run": run, "init": init, "model": model, "log": log, "lrs": lrs, "spn": spn, "hist0": hist0,
             "terms": terms}
 
@@ -220,15 +204,9 @@ def test_the_weight_check_sees_the_spn_gradient():
     run = _plan_run("paper")
     l1, spn = run.terms
     run = run.replace(terms=(l1, dataclasses.replace(spn, weight=0.0)))
-    fb = FeatureBank(weights="random")
-    torch.manual_seed(SPN["init"]["torch_seed"])
-    model = build_model(run, fb)
-    init = {k: v.detach().clone().double() for k, v in model.state_dict().items()}
-    data = _sr_batches()
-    tr = build_trainer(effective_schedule(run), model, build_terms(run, model, fb=fb, load_run=None),
-                       lambda step: data[step], progress=False)
-    with torch_threads(1):
-        log = tr.fit(CFG["steps"])
+    model, init, terms = _build(run, SPN["init"]["torch_seed"], FeatureBank(weights="random"))
+    log, _, _ = _fit(run, model, terms, _sr_batches())
+    assert len(log) == CFG["steps"]
     np.testing.assert_allclose(log["l1"].to_numpy()[:1], REC["paper"]["l_pix"][:1], rtol=1e-6)   # same first step
     bad = _checksum_mismatches(model.state_dict(), init, REC["paper"]["checksums"])
     assert len(bad) > len(init), "the weights without the SPN gradient still match the release's"
