@@ -323,9 +323,10 @@ class LocalExecutor:
                     proc = None
                     continue
                 status, _, msg = reply[len(PROTOCOL):].strip().partition(" ")
+                said = msg.partition(" ")[2]   # after the key
                 if status != "ok":
-                    self.failures[key] = msg.partition(" ")[2]
-                self.on_event("ok" if status == "ok" else "failed", key, msg.partition(" ")[2])
+                    self.failures[key] = said
+                self.on_event("ok" if status == "ok" else "failed", key, said)
             if proc is not None and proc.poll() is None:
                 proc.stdin.close()
                 proc.wait()

@@ -108,7 +108,8 @@ def _one_source(src: Source, data_root: str, sched: Schedule, seed: int, augment
     sp = get_split(src.dataset)
     files = subset_files(split_files(data_root, src.dataset), src.subset)
     probe = files if len(files) <= EAGER_LIMIT else subset_files(files, 200, seed=1)
-    small = [(p, hw) for _, p in probe for hw in [image_size(p)] if min(hw) < sched.patch and crop != "resize_center"]
+    small = [] if crop == "resize_center" else [   # squared images always fill the patch: nothing to read
+        (p, hw) for _, p in probe for hw in [image_size(p)] if min(hw) < sched.patch]
     if small:
         raise DatasetError(f"{src.dataset}: training images are smaller than the {sched.patch}-pixel training patch "
                            f"(e.g. {small[0][0].name}: {small[0][1][1]}x{small[0][1][0]}); "

@@ -30,11 +30,11 @@ schedule (40K steps; see its source note). The frozen UNet is OpenAI's 256x256 u
 * **Figs. 1b, 5, 6** — visual comparisons (Fig. 1b's MSBDN, trained on Dense-Haze, is shown on NH-HAZE as the
   paper shows it; the paper does not say what its NH-HAZE model was trained on).
 
-Protocols (``build(protocol=…)``, notebook parameter ``protocol``). ``paper`` (default) is the setting above.
-``release`` is the public code's protocol as released (lr 1e-3, images squared to 256, the best weights of a
-15-image check every 30 steps, 8-bit RGB PSNR, λ=0.001, the UNet called under ``no_grad`` so the DiffLoss terms
-never reach the restorer: its "w/ DiffLoss" runs end with their baselines' weights); ``release+grad`` the same
-protocol with the gradient. Their runs have their own keys and rows noted "release protocol".
+Protocols (``build(protocol=…)``, notebook parameter ``protocol``; :data:`PROTOCOLS` gives each one's values
+and sources). ``paper`` (default) is the setting above; ``release`` the public code's protocol as released, whose
+DiffLoss terms never reach the restorer (its "w/ DiffLoss" runs end with their baselines' weights);
+``release+grad`` the same protocol with the gradient. Their runs have their own keys and rows noted "release
+protocol".
 
 Profiles. *Rehearse* runs the full plan (24 runs, same networks and code path: the real ``ADMUNet`` with the
 ``ADM_256_UNCOND`` configuration, random weights) with 2 steps per run; the DiffLoss term and the Fig. 2 study feed
@@ -171,6 +171,11 @@ def release_testset(B: Builder, ref: str, task: str) -> TestSet:
     return dataclasses.replace(ts, limit=min(RELEASE_IMAGES, ts.limit or RELEASE_IMAGES), resize=release_side(B.P))
 
 
+def release_eval(B: Builder, task: str, **kw) -> EvalSpec:
+    """How the release measures ``task``'s test set: its squared test images, RGB, 8-bit outputs."""
+    return EvalSpec(release_testset(B, TASKS[task][3], task), channel="rgb", quantize=True, **kw)
+
+
 def train(B: Builder, net: str, task: str, *, rec: str = "mse", protocol: str = "paper", **kw) -> RunSpec:
     """A run of ``net`` on ``task``'s training set with the paper's common schedule and pixel loss ``rec`` (L2
     unless a Table 3 row says otherwise). L2 is computed as the release does, on [-1, 1] images
@@ -186,7 +191,7 @@ def train(B: Builder, net: str, task: str, *, rec: str = "mse", protocol: str = 
                         **(DECLARED_RAIN if task == "rain" else {}))
     else:
         sched = dataclasses.replace(sched, lr=RELEASE_LR, source=sched.source + "; release protocol: lr 1e-3 (run.sh)")
-        ev = EvalSpec(release_testset(B, TASKS[task][3], task), channel="rgb", quantize=True)
+        ev = release_eval(B, task)
         kw["select"] = {"best_every": RELEASE_EVERY, "on": ev.testset, "rule": "psnr", "eval": ev}
         kw["crop"] = "resize_center"
         declared = dict(RELEASE_DECLARED)
@@ -212,9 +217,7 @@ def build(P: Profile, seed: int = 0, *, protocol: str = "paper") -> Plan:
         return release_testset(B, ref or TASKS[task][3], task) if rel else B.testset(ref or TASKS[task][3], task)
 
     def evalspec(task: str, **kw) -> EvalSpec:
-        if rel:
-            return EvalSpec(testset(task), channel="rgb", quantize=True, **kw)
-        return EvalSpec(testset(task), channel=TASKS[task][4], **kw)
+        return release_eval(B, task, **kw) if rel else EvalSpec(testset(task), channel=TASKS[task][4], **kw)
 
     def noted(note: str) -> str:
         return "; ".join(n for n in (rel_note if rel else "", note) if n)
